@@ -1,0 +1,1 @@
+"""iv2-align: InternVideo2 stage 2: video/audio/speech/text contrastive, matching and MLM alignment; retrieval eval."""

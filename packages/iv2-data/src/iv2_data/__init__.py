@@ -1,0 +1,1 @@
+"""iv2-data: Video/audio decoding, datasets, shards, synthetic corpus and curation for InternVideo2."""
