@@ -1,0 +1,186 @@
+import pickle
+
+import pytest
+import torch
+from _enc_helpers import randomize_
+from _enc_official_layout import official_distillation_heads
+from safetensors.torch import save_file
+
+from iv2_encoders import (
+    CheckpointError,
+    VideoEncoder,
+    VideoEncoderConfig,
+    create_model,
+    interpolate_pos_embed,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+CFG = dict(img_size=42, patch_size=14, num_frames=4, embed_dim=48, depth=2, num_heads=4, mlp_ratio=4.0,
+           attn_pool_num_heads=4, clip_embed_dim=40)
+
+
+def build(**kw) -> VideoEncoder:
+    return VideoEncoder(VideoEncoderConfig(**{**CFG, **kw})).eval()
+
+
+@pytest.fixture
+def source():
+    torch.manual_seed(0)
+    return randomize_(build(), seed=3)
+
+
+def _write(path, obj):
+    if path.suffix == ".safetensors":
+        save_file(obj, str(path))
+    else:
+        torch.save(obj, path)
+    return path
+
+
+WRAPPINGS = {
+    "bare": lambda sd: sd,
+    "module": lambda sd: {"module": sd, "optimizer": None, "epoch": 3},
+    "model": lambda sd: {"model": sd, "epoch": 3},
+    "state_dict": lambda sd: {"state_dict": sd},
+    "model+state_dict": lambda sd: {"model": {"state_dict": sd}},
+}
+PREFIXES = ["", "module.", "vision_encoder.", "module.vision_encoder."]
+
+
+@pytest.mark.parametrize("wrapping", sorted(WRAPPINGS))
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_round_trip_in_every_wrapping_and_prefix(tmp_path, source, wrapping, prefix):
+    sd = {prefix + k: v for k, v in source.state_dict().items()}
+    sd[prefix.replace("vision_encoder.", "") + "text_encoder.bert.embeddings.word_embeddings.weight"] = torch.zeros(3, 2)
+    path = _write(tmp_path / "ckpt.pt", WRAPPINGS[wrapping](sd))
+    target = build()
+    missing, dropped = load_checkpoint(target, path)
+    assert missing == []
+    assert dropped == [prefix.replace("vision_encoder.", "") + "text_encoder.bert.embeddings.word_embeddings.weight"]
+    video = torch.randn(1, 3, 4, 42, 42)
+    torch.testing.assert_close(target(video).pooled, source(video).pooled, rtol=0, atol=0)
+
+
+def test_safetensors_and_save_checkpoint_round_trip(tmp_path, source):
+    save_checkpoint(source, tmp_path / "enc.safetensors")
+    assert not list(tmp_path.glob("*.tmp-*"))
+    target = build()
+    result = load_checkpoint(target, tmp_path / "enc.safetensors")
+    assert result.missing == [] and result.dropped == [] and result.num_frames == 4
+    for k, v in source.state_dict().items():
+        assert torch.equal(target.state_dict()[k], v), k
+
+
+def test_distillation_heads_are_dropped_and_reported(tmp_path, source):
+    sd = dict(source.state_dict())
+    heads = official_distillation_heads(48, num_patches=4 * 9, clip_layers=2, mae_layers=1)
+    sd.update({k: torch.zeros(s) for k, s in heads.items()})
+    sd["head.weight"] = torch.zeros(10, 48)
+    target = build()
+    missing, dropped = load_checkpoint(target, _write(tmp_path / "s1.safetensors", sd))
+    assert missing == []
+    assert sorted(dropped) == sorted([*heads, "head.weight"])
+
+
+def test_missing_keys_are_reported(tmp_path, source):
+    sd = {k: v for k, v in source.state_dict().items() if not k.startswith(("blocks.1.", "clip_projector."))}
+    missing, dropped = load_checkpoint(build(), _write(tmp_path / "tower.pt", {"module": sd}))
+    assert dropped == []
+    assert missing == sorted(k for k in source.state_dict() if k.startswith(("blocks.1.", "clip_projector.")))
+
+
+def test_wrong_shape_names_key_shapes_and_cause(tmp_path):
+    other = build(embed_dim=64)
+    with pytest.raises(CheckpointError, match=r"big.pt: key 'cls_token' has shape \(1, 1, 64\).*expects \(1, 1, 48\).*model size"):
+        load_checkpoint(build(), _write(tmp_path / "big.pt", other.state_dict()))
+
+
+def test_missing_file_and_non_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.pt"):
+        load_checkpoint(build(), tmp_path / "nothing.pt")
+    (tmp_path / "notes.pt").write_text("hello")
+    with pytest.raises(CheckpointError, match="notes.pt"):
+        load_checkpoint(build(), tmp_path / "notes.pt")
+    torch.save({"text_encoder.x": torch.zeros(1)}, tmp_path / "text.pt")
+    with pytest.raises(CheckpointError, match="no vision encoder"):
+        load_checkpoint(build(), tmp_path / "text.pt")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('x')",))
+
+
+def test_torch_files_are_loaded_with_weights_only(tmp_path, monkeypatch, source):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        torch.save({"model": source.state_dict(), "extra": _Evil()}, f, pickle_module=pickle)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_checkpoint(build(), path)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_position_embedding_interpolated_in_time_from_inferred_frame_count(tmp_path):
+    src = build(num_frames=2)
+    randomize_(src, seed=5)
+    target = build(num_frames=4)
+    result = load_checkpoint(target, _write(tmp_path / "f2.pt", src.state_dict()))
+    assert result.num_frames == 2
+    expected = interpolate_pos_embed(src.pos_embed.detach(), (2, 3, 3), (4, 3, 3))
+    torch.testing.assert_close(target.pos_embed.detach(), expected)
+
+
+def test_position_embedding_interpolated_in_space(tmp_path):
+    src = build(img_size=28)
+    randomize_(src, seed=6)
+    target = build(img_size=42)
+    result = load_checkpoint(target, _write(tmp_path / "s28.pt", src.state_dict()))
+    assert result.num_frames == 4
+    expected = interpolate_pos_embed(src.pos_embed.detach(), (4, 2, 2), (4, 3, 3))
+    torch.testing.assert_close(target.pos_embed.detach(), expected)
+
+
+def test_ambiguous_frame_count_asks_for_num_frames(tmp_path):
+    # 4 frames of 6x6 = 144 rows into a 4-frame 3x3 model: the spatial rule reads 16 frames of 3x3, the
+    # frame rule 4 frames of 6x6 -> ambiguous.
+    src = build(num_frames=4, img_size=84)
+    target = build(num_frames=4, img_size=42)
+    path = _write(tmp_path / "amb.pt", src.state_dict())
+    with pytest.raises(CheckpointError, match="num_frames"):
+        load_checkpoint(target, path)
+    load_checkpoint(target, path, num_frames=4)
+    expected = interpolate_pos_embed(src.pos_embed.detach(), (4, 6, 6), (4, 3, 3))
+    torch.testing.assert_close(target.pos_embed.detach(), expected)
+
+
+def test_checkpoint_image_position_embedding_is_adopted(tmp_path, source):
+    sd = dict(source.state_dict())
+    sd["img_pos_embed"] = torch.randn(1, 1 + 9, 48)
+    target = build()
+    assert target.img_pos_embed is None
+    missing, dropped = load_checkpoint(target, _write(tmp_path / "img.pt", sd))
+    assert missing == [] and dropped == []
+    torch.testing.assert_close(target.img_pos_embed.detach(), sd["img_pos_embed"])
+    assert target.cfg.sep_image_video_pos_embed
+
+
+def test_load_into_meta_model_assigns_real_tensors(tmp_path, source):
+    path = _write(tmp_path / "m.safetensors", source.state_dict())
+    with torch.device("meta"):
+        target = build()
+    load_checkpoint(target, path)
+    assert not any(p.is_meta for p in target.parameters())
+    video = torch.randn(1, 3, 4, 42, 42)
+    torch.testing.assert_close(target(video).pooled, source(video).pooled)
+
+
+def test_create_model_with_pretrained_path(tmp_path, source):
+    save_checkpoint(source, tmp_path / "w.safetensors")
+    model = create_model("internvideo2-tiny", pretrained=tmp_path / "w.safetensors", **{
+        k: v for k, v in CFG.items()})
+    video = torch.randn(1, 3, 4, 42, 42)
+    torch.testing.assert_close(model.eval()(video).pooled, source(video).pooled)
+    with pytest.raises(FileNotFoundError, match="not-here"):
+        create_model("internvideo2-tiny", pretrained=tmp_path / "not-here.pt")
