@@ -66,9 +66,11 @@ def attention_pool(
     if x.ndim != 3:
         raise ValueError(f"attention_pool: x must be (B, N, C), got shape {tuple(x.shape)}")
     if q_weight.shape[-1] != x.shape[-1]:
-        raise ValueError(f"attention_pool: q_weight {tuple(q_weight.shape)} does not take width {x.shape[-1]}")
+        raise ValueError(f"attention_pool: q_weight {tuple(q_weight.shape)} does not take width "
+                         f"{x.shape[-1]}")
     if q_weight.shape[0] % num_heads:
-        raise ValueError(f"attention_pool: inner width {q_weight.shape[0]} not divisible by {num_heads} heads")
+        raise ValueError(f"attention_pool: inner width {q_weight.shape[0]} not divisible by "
+                         f"{num_heads} heads")
     args = (x, num_heads, norm_q, norm_k, norm_v, q_weight, q_bias, k_weight, k_bias, v_weight, v_bias,
             proj_weight, proj_bias, eps)
     if resolve_backend(backend, x) == "triton":
