@@ -1,0 +1,160 @@
+"""Frame transforms for video clips: evaluation (centre crop) and training (random resized crop, flip).
+
+Every transform takes decoded frames as a ``uint8`` tensor ``(T, H, W, 3)`` (RGB, as
+:func:`iv2_data.read_frames` returns them) and gives a normalised ``float32`` tensor ``(3, T, size, size)``,
+the layout the InternVideo2 encoders take. All frames of a clip get the same crop and flip.
+
+Resizing is bicubic with antialiasing (``torch.nn.functional.interpolate(..., antialias=True)``), as the
+official pipelines resize with bicubic PIL/torchvision transforms. Each transform crops first and resizes the
+crop, so the work is proportional to the crop, not the whole frame. For the evaluation transform that is the
+same as "resize the short side to ``size``, then centre-crop ``size × size``" up to sub-pixel placement of the
+crop and the filter's support at the crop border.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CenterCropTransform",
+    "RandomResizedCropTransform",
+    "center_crop_box",
+    "normalize",
+    "random_resized_crop_box",
+    "resize_crop",
+]
+
+# The normalisation every official InternVideo2 pipeline uses (REFERENCE.md d., n.).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _check_frames(frames: torch.Tensor) -> None:
+    if frames.dim() != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames of shape (T, H, W, 3), got {tuple(frames.shape)}")
+    if frames.shape[0] == 0 or frames.shape[1] == 0 or frames.shape[2] == 0:
+        raise ValueError(f"expected non-empty frames, got shape {tuple(frames.shape)}")
+
+
+def center_crop_box(height: int, width: int) -> tuple[int, int, int, int]:
+    """The largest centred square ``(top, left, side, side)`` of a ``height × width`` frame."""
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+def random_resized_crop_box(
+    height: int,
+    width: int,
+    scale: tuple[float, float] = (0.5, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    *,
+    generator: torch.Generator | None = None,
+) -> tuple[int, int, int, int]:
+    """A crop ``(top, left, crop_height, crop_width)`` covering a random fraction of the frame area.
+
+    The area fraction is uniform in ``scale`` and the aspect ratio log-uniform in ``ratio`` (the
+    RandomResizedCrop rule); after 10 rejected draws it falls back to the largest centred crop whose aspect
+    lies in ``ratio``.
+    """
+    area = height * width
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        u = torch.rand(4, generator=generator).tolist()
+        target_area = area * (scale[0] + (scale[1] - scale[0]) * u[0])
+        aspect = math.exp(log_lo + (log_hi - log_lo) * u[1])
+        crop_w = round(math.sqrt(target_area * aspect))
+        crop_h = round(math.sqrt(target_area / aspect))
+        if 0 < crop_w <= width and 0 < crop_h <= height:
+            top = min(int(u[2] * (height - crop_h + 1)), height - crop_h)
+            left = min(int(u[3] * (width - crop_w + 1)), width - crop_w)
+            return top, left, crop_h, crop_w
+    frame_ratio = width / height
+    if frame_ratio < ratio[0]:
+        crop_w, crop_h = width, round(width / ratio[0])
+    elif frame_ratio > ratio[1]:
+        crop_h, crop_w = height, round(height * ratio[1])
+    else:
+        crop_h, crop_w = height, width
+    crop_h, crop_w = max(1, min(crop_h, height)), max(1, min(crop_w, width))
+    return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
+
+
+def resize_crop(
+    frames: torch.Tensor,
+    box: tuple[int, int, int, int],
+    size: int | tuple[int, int],
+    *,
+    interpolation: str = "bicubic",
+) -> torch.Tensor:
+    """Cut ``box = (top, left, h, w)`` out of ``uint8 (T, H, W, 3)`` frames and resize it to ``size``.
+
+    Returns ``float32 (3, T, out_h, out_w)`` in ``[0, 1]`` (not yet normalised).
+    """
+    _check_frames(frames)
+    out_h, out_w = (size, size) if isinstance(size, int) else size
+    top, left, crop_h, crop_w = box
+    crop = frames[:, top : top + crop_h, left : left + crop_w, :]
+    x = crop.permute(0, 3, 1, 2).float()  # (T, 3, h, w)
+    if (crop_h, crop_w) != (out_h, out_w):
+        antialias = interpolation in ("bilinear", "bicubic")
+        kwargs = {"align_corners": False} if antialias else {}
+        x = F.interpolate(x, size=(out_h, out_w), mode=interpolation, antialias=antialias, **kwargs)
+        x = x.clamp_(0.0, 255.0)  # bicubic overshoots at edges
+    return x.div_(255.0).permute(1, 0, 2, 3).contiguous()
+
+
+def normalize(
+    video: torch.Tensor,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """Normalise ``(3, T, H, W)`` values in ``[0, 1]`` per channel, in place."""
+    m = torch.tensor(mean, dtype=video.dtype).view(3, 1, 1, 1)
+    s = torch.tensor(std, dtype=video.dtype).view(3, 1, 1, 1)
+    return video.sub_(m).div_(s)
+
+
+@dataclass(frozen=True)
+class CenterCropTransform:
+    """Evaluation transform: short side to ``size``, centre ``size × size`` crop, ImageNet normalisation."""
+
+    size: int = 224
+    interpolation: str = "bicubic"
+
+    def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        _check_frames(frames)
+        box = center_crop_box(frames.shape[1], frames.shape[2])
+        return normalize(resize_crop(frames, box, self.size, interpolation=self.interpolation))
+
+
+@dataclass(frozen=True)
+class RandomResizedCropTransform:
+    """Training transform: random resized crop (area ``scale``, aspect ``ratio``), then a horizontal flip
+    with probability ``flip_prob``, then ImageNet normalisation; the same crop and flip for all frames.
+
+    The defaults follow the official stage-2 training pipeline: ``RandomResizedCrop(224, scale=(0.5, 1.0))``
+    (bicubic) and a horizontal flip (REFERENCE.md n.). Pass ``flip_prob=0`` for data where left and right
+    matter (the official code does so for Something-Something).
+    """
+
+    size: int = 224
+    scale: tuple[float, float] = (0.5, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_prob: float = 0.5
+    interpolation: str = "bicubic"
+
+    def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        _check_frames(frames)
+        box = random_resized_crop_box(
+            frames.shape[1], frames.shape[2], self.scale, self.ratio, generator=generator
+        )
+        video = resize_crop(frames, box, self.size, interpolation=self.interpolation)
+        if self.flip_prob > 0 and torch.rand((), generator=generator).item() < self.flip_prob:
+            video = video.flip(-1)
+        return normalize(video)

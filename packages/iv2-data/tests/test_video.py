@@ -1,0 +1,345 @@
+"""Tests of iv2_data.video / iv2_data.transforms on videos the fixtures in conftest.py write.
+
+Each generated frame shows its index as a bit grid (conftest.index_frame), so the tests check which frames
+were read, not only shapes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import pathlib
+import pickle
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from iv2_data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CenterCropTransform,
+    RandomResizedCropTransform,
+    VideoReadError,
+    probe_video,
+    read_clip,
+    read_frames,
+    sample_frame_indices,
+)
+from iv2_data import video as video_module
+from iv2_data.transforms import random_resized_crop_box
+
+SHARED_EXAMPLE = pathlib.Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
+SHARED_EXAMPLE = SHARED_EXAMPLE.resolve() / "example1_mpeg4_640x480.mp4"
+
+# fixture name -> (frame count, width, height)
+GENERATED = {
+    "h264_mp4": (40, 64, 48),
+    "vp9_webm": (24, 64, 48),
+    "mpeg4_mp4": (30, 64, 48),
+    "portrait_mp4": (20, 48, 64),
+    "odd_size_mp4": (20, 98, 62),
+    "three_frame_mp4": (3, 64, 48),
+    "vfr_mp4": (30, 64, 48),
+    "long_mp4": (300, 64, 48),
+}
+
+
+@pytest.fixture
+def frame_ids(video_tools):
+    """Indices shown by uint8 (T, H, W, 3) frames."""
+    return lambda frames: [video_tools.decode_index(video_tools.centre_square(f.numpy())) for f in frames]
+
+
+@pytest.fixture
+def clip_ids(video_tools):
+    """Indices shown by a normalised (3, T, S, S) clip of a centre crop."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+
+    def ids(clip: torch.Tensor) -> list[int]:
+        pixels = ((clip * std + mean) * 255).permute(1, 2, 3, 0).numpy()
+        return [video_tools.decode_index(p) for p in pixels]
+
+    return ids
+
+
+# --- sampling ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("total", "n"), [(300, 8), (40, 8), (8, 8), (9, 4), (1000, 16), (17, 5)])
+def test_middle_sampling_matches_official_rule(total, n):
+    edges = np.linspace(0, total, n + 1).astype(int)
+    expected = [(a + b - 1) // 2 for a, b in itertools.pairwise(edges)]
+    assert sample_frame_indices(total, n, "middle") == expected
+
+
+@pytest.mark.parametrize(("total", "n"), [(300, 8), (40, 8), (8, 8), (3, 8), (1, 4)])
+def test_get_index_sampling_matches_chat_rule(total, n):
+    seg = (total - 1) / n
+    expected = [int(seg / 2) + round(seg * i) for i in range(n)]
+    assert sample_frame_indices(total, n, "get_index") == expected
+
+
+@pytest.mark.parametrize("sampling", ["middle", "random", "get_index"])
+@pytest.mark.parametrize("total", [1, 2, 3, 7])
+def test_short_videos_repeat_frames_in_order(total, sampling):
+    idx = sample_frame_indices(total, 8, sampling, generator=torch.Generator().manual_seed(0))
+    assert len(idx) == 8
+    assert idx == sorted(idx)
+    assert set(idx) <= set(range(total))
+    if sampling != "get_index":  # segment rules use every frame when there are fewer frames than asked
+        assert set(idx) == set(range(total))
+
+
+def test_random_sampling_one_frame_per_segment_and_seeded():
+    total, n = 100, 8
+    edges = np.linspace(0, total, n + 1).astype(int)
+    seen = set()
+    for seed in range(20):
+        idx = sample_frame_indices(total, n, "random", generator=torch.Generator().manual_seed(seed))
+        assert all(a <= i < b for i, a, b in zip(idx, edges[:-1], edges[1:]))
+        seen.add(tuple(idx))
+    assert len(seen) > 15  # it is random
+    a = sample_frame_indices(total, n, "random", generator=torch.Generator().manual_seed(3))
+    b = sample_frame_indices(total, n, "random", generator=torch.Generator().manual_seed(3))
+    assert a == b
+
+
+def test_unknown_sampling_is_an_error():
+    with pytest.raises(ValueError, match="sampling"):
+        sample_frame_indices(10, 4, "uniform")
+
+
+# --- decoding: which frames --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(GENERATED))
+def test_read_frames_returns_the_middle_frames(name, request, frame_ids):
+    path = request.getfixturevalue(name)
+    total, width, height = GENERATED[name]
+    frames = read_frames(path, 8)
+    assert frames.dtype == torch.uint8
+    assert frames.shape == (8, height, width, 3)
+    assert frame_ids(frames) == sample_frame_indices(total, 8, "middle")
+
+
+@pytest.mark.parametrize("name", list(GENERATED))
+def test_probe_counts_frames(name, request):
+    info = probe_video(request.getfixturevalue(name))
+    total, width, height = GENERATED[name]
+    assert (info.num_frames, info.width, info.height) == (total, width, height)
+
+
+def test_three_frame_video_repeats_frames(three_frame_mp4, frame_ids):
+    assert frame_ids(read_frames(three_frame_mp4, 8)) == [0, 0, 0, 1, 1, 1, 2, 2]
+
+
+def test_explicit_indices_any_order(long_mp4, frame_ids):
+    wanted = [299, 0, 150, 150, 31, 29, 30, 298]
+    assert frame_ids(read_frames(long_mp4, indices=wanted)) == wanted
+
+
+def test_random_sampling_reads_the_sampled_frames(long_mp4, frame_ids):
+    for seed in range(3):
+        expected = sample_frame_indices(300, 8, "random", generator=torch.Generator().manual_seed(seed))
+        got = read_frames(long_mp4, 8, "random", generator=torch.Generator().manual_seed(seed))
+        assert frame_ids(got) == expected
+
+
+def test_long_video_seeks_instead_of_decoding_everything(long_mp4, monkeypatch, frame_ids):
+    decoded = []
+    original = video_module._Decoder.frames_from
+
+    def counting(self, seek_pts):
+        for frame in original(self, seek_pts):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(video_module._Decoder, "frames_from", counting)
+    frames = read_frames(long_mp4, 8)
+    assert frame_ids(frames) == sample_frame_indices(300, 8)
+    # 8 targets in different 30-frame GOPs: at most ~one GOP per target (+ threading lookahead)
+    assert len(decoded) < 300 * 0.75
+
+
+def test_vfr_sampling_is_by_frame_not_by_time(vfr_mp4, frame_ids):
+    info = probe_video(vfr_mp4)
+    gaps = np.diff(info.frame_pts)
+    assert gaps.min() != gaps.max()  # the fixture really is variable frame rate
+    assert frame_ids(read_frames(vfr_mp4, 6)) == sample_frame_indices(30, 6)
+
+
+# --- read_clip: shape, transform, normalisation ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(GENERATED))
+def test_read_clip_shape_and_frames(name, request, clip_ids):
+    clip = read_clip(request.getfixturevalue(name), num_frames=4, size=32)
+    assert clip.dtype == torch.float32
+    assert clip.shape == (3, 4, 32, 32)
+    assert torch.isfinite(clip).all()
+    assert clip_ids(clip) == sample_frame_indices(GENERATED[name][0], 4)
+
+
+@pytest.mark.parametrize("name", ["h264_mp4", "portrait_mp4", "odd_size_mp4"])
+def test_eval_transform_matches_pil_centre_square_resize(name, request):
+    """Independent reference: PIL bicubic resize of the centred square (PIL's ``box``) to size × size."""
+    pil = pytest.importorskip("PIL.Image")
+    path = request.getfixturevalue(name)
+    size = 40
+    frames = read_frames(path, 2)
+    clip = read_clip(path, 2, size)
+    for t, frame in enumerate(frames.numpy()):
+        h, w = frame.shape[:2]
+        side = min(h, w)
+        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+        ref = pil.fromarray(frame).resize((size, size), pil.Resampling.BICUBIC, box=box)
+        expected = (np.asarray(ref, np.float32) / 255 - IMAGENET_MEAN) / IMAGENET_STD
+        got = clip[:, t].permute(1, 2, 0).numpy()
+        # PIL also filters over pixels outside the box; we see only the crop: compare away from its border.
+        inner = (slice(2, -2), slice(2, -2))
+        # bicubic ringing next to the black/white edges differs by a few levels (float vs PIL's uint8 maths)
+        np.testing.assert_allclose(got[inner], expected[inner], atol=0.15)
+        assert np.abs(got - expected).mean() < 0.02
+
+
+def test_normalisation_of_black_and_white_cells(h264_mp4, clip_ids):
+    clip = read_clip(h264_mp4, 1, 100)  # frame 19 = 0b00000_10011: bit 5 (row 2, column 1) is set
+    mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
+    white_cell = clip[:, 0, 50, 75].numpy()  # row 2 of 5, column 1 of 2
+    black_cell = clip[:, 0, 10, 10].numpy()  # row 0, column 0: bit 0
+    assert clip_ids(clip) == [19]
+    np.testing.assert_allclose(white_cell, (1 - mean) / std, atol=0.1)
+    np.testing.assert_allclose(black_cell, (0 - mean) / std, atol=0.1)
+
+
+def test_read_clip_is_transform_of_read_frames(odd_size_mp4):
+    frames = read_frames(odd_size_mp4, 4)
+    expected = CenterCropTransform(56)(frames)
+    torch.testing.assert_close(read_clip(odd_size_mp4, 4, 56), expected)
+
+
+def test_train_clip_seeded_and_random(long_mp4):
+    a = read_clip(long_mp4, 4, 32, "random", train=True, seed=5)
+    b = read_clip(long_mp4, 4, 32, "random", train=True, seed=5)
+    c = read_clip(long_mp4, 4, 32, "random", train=True, seed=6)
+    assert a.shape == (3, 4, 32, 32)
+    torch.testing.assert_close(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_random_resized_crop_box_within_frame_and_scale():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        top, left, h, w = random_resized_crop_box(48, 98, (0.5, 1.0), generator=g)
+        assert top >= 0 and top + h <= 48 and left >= 0 and left + w <= 98
+        assert 0.5 * 48 * 98 * 0.9 <= h * w <= 48 * 98
+        assert 3 / 4 * 0.9 <= w / h <= 4 / 3 * 1.1 or (h == 48 or w == 98)
+
+
+def test_train_flip_mirrors_the_crop(video_tools):
+    frames = torch.from_numpy(np.stack([video_tools.index_frame(i, 64, 48) for i in (5, 9)]))
+    frames[:, :, :8] = 0  # make left and right differ outside the grid too
+    kept = RandomResizedCropTransform(32, flip_prob=0.0)
+    flipped = RandomResizedCropTransform(32, flip_prob=1.0)
+    a = kept(frames, generator=torch.Generator().manual_seed(1))
+    b = flipped(frames, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(b, a.flip(-1))
+    assert not torch.equal(a, b)
+
+
+# --- broken input ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [
+        ("missing", "no such file"),
+        ("empty", "empty"),
+        ("text", "text file"),
+        ("truncated", "truncated"),
+        ("random", "not a video"),
+    ],
+)
+def test_broken_inputs_raise_naming_the_file(broken_videos, kind, words):
+    path = broken_videos[kind]
+    with pytest.raises(VideoReadError) as info:
+        read_clip(path, 4, 32)
+    assert isinstance(info.value, OSError)
+    assert str(path) in str(info.value)
+    assert words in str(info.value)
+
+
+def test_audio_only_file_has_no_video_stream(video_dir):
+    path = video_dir / "tone.wav"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    with pytest.raises(VideoReadError, match="no video stream"):
+        read_clip(path)
+
+
+def test_directory_is_an_error(video_dir):
+    with pytest.raises(VideoReadError, match="directory"):
+        read_clip(video_dir)
+
+
+def test_truncated_faststart_mp4_uses_the_frames_that_remain(video_dir, frame_ids, video_tools):
+    good = video_tools.write_video(
+        video_dir / "faststart.mp4", 40, options={"g": "10"}, container_options={"movflags": "faststart"}
+    )
+    data = good.read_bytes()
+    cut = video_dir / "faststart_cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    with pytest.warns(UserWarning, match="only"):
+        frames = read_frames(cut, 4)
+    ids = frame_ids(frames)
+    assert ids == sorted(ids) and max(ids) < 40
+    assert max(ids) < 35  # frames from the part that is gone are not invented
+
+
+def test_garbled_middle_never_hangs_nor_returns_wrong_frames(video_dir, video_tools):
+    good = video_tools.write_video(
+        video_dir / "to_garble.mp4", 40, container_options={"movflags": "faststart"}
+    )
+    data = bytearray(good.read_bytes())
+    rng = np.random.default_rng(2)
+    start = len(data) // 3
+    data[start : start + len(data) // 3] = rng.integers(0, 256, size=len(data) // 3, dtype=np.uint8).tobytes()
+    bad = video_dir / "garbled.mp4"
+    bad.write_bytes(bytes(data))
+    try:
+        frames = read_frames(bad, 8)
+    except VideoReadError as e:
+        assert str(bad) in str(e)
+    else:
+        assert frames.shape == (8, 48, 64, 3)
+
+
+def test_video_read_error_pickles():
+    err = pickle.loads(pickle.dumps(VideoReadError("/x/y.mp4", "the file is empty")))
+    assert isinstance(err, VideoReadError)
+    assert "/x/y.mp4" in str(err) and "empty" in str(err)
+
+
+# --- the shared example ------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not SHARED_EXAMPLE.exists(), reason=f"shared example video not present at {SHARED_EXAMPLE}"
+)
+def test_shared_example_mpeg4():
+    info = probe_video(SHARED_EXAMPLE)
+    assert (info.width, info.height, info.codec) == (640, 480, "mpeg4")
+    clip = read_clip(SHARED_EXAMPLE)
+    assert clip.shape == (3, 8, 224, 224)
+    assert torch.isfinite(clip).all()
+    assert clip.std() > 0.1  # real picture content, not a constant frame
+    frames = read_frames(SHARED_EXAMPLE, 8)
+    decoded_all = [f.to_ndarray(format="rgb24") for f in av.open(str(SHARED_EXAMPLE)).decode(video=0)]
+    for got, i in zip(frames.numpy(), sample_frame_indices(len(decoded_all), 8)):
+        np.testing.assert_array_equal(got, decoded_all[i])
