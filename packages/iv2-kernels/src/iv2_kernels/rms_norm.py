@@ -4,6 +4,10 @@
 the input dtype before the weight is applied, as the official InternVideo2 ``RMSNorm`` does. With
 ``residual`` the input is ``x + residual`` and the sum is returned too (pre-norm transformer blocks carry it
 as the residual stream).
+
+Backends: ``"torch"`` runs :func:`rms_norm_reference` (autograd does the backward); ``"triton"`` runs the fused
+kernels of ``_rms_norm_triton.py`` (one read of ``x`` and ``residual``, one write of ``y`` and the sum; a
+fused backward giving the gradients of ``x``, ``weight`` and ``residual``), joined by an autograd Function.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ def _check(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None)
             raise ValueError(f"rms_norm: {name} is on {t.device} but x is on {x.device}")
     if not x.is_floating_point():
         raise ValueError(f"rms_norm: x must be floating point, got {x.dtype}")
+    if not weight.is_floating_point():
+        raise ValueError(f"rms_norm: weight must be floating point, got {weight.dtype}")
+    if residual is not None and residual.dtype != x.dtype:
+        raise ValueError(f"rms_norm: residual is {residual.dtype} but x is {x.dtype}")
 
 
 def rms_norm(
