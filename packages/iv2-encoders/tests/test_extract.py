@@ -1,0 +1,150 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from _enc_helpers import randomize_, write_video
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from iv2_data.transforms import CenterCropTransform
+from iv2_data.video import read_clip, read_frames
+from iv2_encoders import create_model, save_checkpoint
+from iv2_encoders.cli import main
+from iv2_encoders.extract import output_path, window_starts
+
+ARGS = ["--model", "internvideo2-tiny", "--num-frames", "4", "--quiet"]
+
+
+@pytest.fixture
+def videos(tmp_path, monkeypatch):
+    """Two folders with the same file name, a broken file and a missing path; cwd = tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    write_video(tmp_path / "data" / "a" / "clip.mp4", seed=1)
+    write_video(tmp_path / "data" / "b" / "clip.mp4", seed=2, num_frames=3, width=48, height=64)
+    (tmp_path / "data" / "b" / "broken.mp4").write_bytes(os.urandom(3000))
+    (tmp_path / "data" / "notes.txt").write_text("not a video")  # not picked up from a folder
+    return tmp_path
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    model = randomize_(create_model("internvideo2-tiny"), seed=7)
+    save_checkpoint(model, tmp_path / "tiny.safetensors")
+    return model.eval(), tmp_path / "tiny.safetensors"
+
+
+def rows(out: Path) -> dict[str, dict]:
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    parsed = [json.loads(line) for line in lines]
+    assert len({r["input"] for r in parsed}) == len(parsed), "one row per input"
+    return {r["input"]: r for r in parsed}
+
+
+def test_extract_records_every_input_and_goes_on_after_broken_ones(videos, checkpoint):
+    model, ckpt = checkpoint
+    code = main(["extract", *ARGS, "--checkpoint", str(ckpt), "--workers", "0", "--batch-size", "3",
+                 "--output", "out", "data", "missing.mp4"])
+    assert code == 1
+    manifest = rows(Path("out"))
+    assert set(manifest) == {"data/a/clip.mp4", "data/b/clip.mp4", "data/b/broken.mp4", "missing.mp4"}
+    assert manifest["data/b/broken.mp4"]["status"] == "error"
+    assert "broken.mp4" in manifest["data/b/broken.mp4"]["error"]
+    assert manifest["missing.mp4"]["status"] == "error" and manifest["missing.mp4"]["output"] is None
+    for name in ("data/a/clip.mp4", "data/b/clip.mp4"):
+        row = manifest[name]
+        assert row["status"] == "ok" and row["error"] is None
+        assert row["output"] == str(Path("out") / (name + ".safetensors"))
+        feats = load_file(row["output"])
+        expected = model(read_clip(name, 4, 56)[None]).pooled[0]
+        torch.testing.assert_close(feats["pooled"], expected, rtol=1e-4, atol=1e-5)
+        assert set(feats) == {"pooled"}
+
+
+def test_rerun_skips_finished_outputs_without_rewriting(videos):
+    assert main(["extract", *ARGS, "--workers", "0", "--output", "out", "data/a"]) == 0
+    out = Path("out/data/a/clip.mp4.safetensors")
+    before = (out.stat().st_mtime_ns, out.stat().st_ino)
+    assert main(["extract", *ARGS, "--workers", "0", "--output", "out", "data/a", "data/b/clip.mp4"]) == 0
+    assert (out.stat().st_mtime_ns, out.stat().st_ino) == before
+    manifest = rows(Path("out"))
+    assert manifest["data/a/clip.mp4"]["skipped"] is True
+    assert manifest["data/b/clip.mp4"]["status"] == "ok"
+    # other settings into the same folder: an error row, the old output untouched
+    assert main(["extract", *ARGS, "--workers", "0", "--output", "out", "--window", "2", "data/a"]) == 1
+    assert (out.stat().st_mtime_ns, out.stat().st_ino) == before
+    assert "other settings" in rows(Path("out"))["data/a/clip.mp4"]["error"]
+
+
+def test_interrupted_write_leaves_no_partial_output(videos, monkeypatch):
+    import iv2_encoders.extract as ex
+
+    real = ex.write_features
+
+    def crash(path, tensors, metadata):
+        real(path.with_name("ignored.safetensors"), tensors, metadata)
+        path.with_name(path.name + f".tmp-{os.getpid()}").write_bytes(b"half")  # as if killed mid-write
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ex, "write_features", crash)
+    with pytest.raises(KeyboardInterrupt):
+        main(["extract", *ARGS, "--workers", "0", "--output", "out", "data/a"])
+    assert not Path("out/data/a/clip.mp4.safetensors").exists()
+    monkeypatch.setattr(ex, "write_features", real)
+    assert main(["extract", *ARGS, "--workers", "0", "--output", "out", "data/a"]) == 0
+    assert Path("out/data/a/clip.mp4.safetensors").is_file()
+    assert not list(Path("out/data/a").glob("*.tmp-*"))
+
+
+def test_sliding_windows_and_tokens_with_worker_processes(videos, checkpoint):
+    model, ckpt = checkpoint
+    code = main(["extract", *ARGS, "--checkpoint", str(ckpt), "--workers", "2", "--batch-size", "2",
+                 "--window", "5", "--stride", "3", "--tokens", "--output", "out", "data/a/clip.mp4"])
+    assert code == 0
+    feats = load_file("out/data/a/clip.mp4.safetensors")
+    starts = window_starts(12, 5, 3)
+    assert starts == [0, 3, 6]
+    assert feats["window_frames"].tolist() == [[s, s + 5] for s in starts]
+    assert feats["pooled"].shape == (3, 32) and feats["tokens"].shape == (3, 1 + 4 * 16, 64)
+    # window 1 (frames 3..8) by hand: middle frame of 4 segments of 5 frames -> 3 + [0, 1, 2, 3]
+    frames = read_frames("data/a/clip.mp4", indices=[3, 4, 5, 6])
+    expected = model(CenterCropTransform(56)(frames)[None]).pooled[0]
+    torch.testing.assert_close(feats["pooled"][1], expected, rtol=1e-4, atol=1e-5)
+    with safe_open("out/data/a/clip.mp4.safetensors", "pt") as f:
+        assert f.metadata()["window"] == "5" and f.metadata()["stride"] == "3"
+
+
+def test_short_video_gets_one_window_over_all_frames():
+    assert window_starts(3, 16, 8) == [0]
+    assert window_starts(16, 16, 8) == [0]
+    assert window_starts(17, 16, 8) == [0]
+    assert window_starts(24, 16, 8) == [0, 8]
+
+
+def test_outputs_mirror_relative_and_absolute_paths(tmp_path):
+    out = tmp_path / "o"
+    assert output_path(out, Path("a/b/x.mp4")) == out / "a/b/x.mp4.safetensors"
+    assert output_path(out, Path("a/x.webm")) != output_path(out, Path("a/x.mp4"))
+    assert output_path(out, Path("/data/v/x.mp4")) == out / "data/v/x.mp4.safetensors"
+
+
+def test_bad_arguments_are_rejected(capsys):
+    with pytest.raises(SystemExit):
+        main(["extract", *ARGS, "--output", "o", "--stride", "2", "x.mp4"])
+    assert "--stride needs --window" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["extract", *ARGS, "--output", "o", "--batch-size", "0", "x.mp4"])
+
+
+def test_console_script_on_the_shared_sample(tmp_path, shared_video):
+    exe = Path(sys.executable).with_name("iv2-encoders")
+    result = subprocess.run([str(exe), "extract", *ARGS, "--output", str(tmp_path / "o"), str(shared_video)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (row,) = rows(tmp_path / "o").values()
+    assert row["status"] == "ok"
+    pooled = load_file(row["output"])["pooled"]
+    assert pooled.shape == (32,) and torch.isfinite(pooled).all()
