@@ -1,0 +1,114 @@
+"""Audio filter bank: shape, the tone's Mel bin, padding/cropping, silent videos and broken files."""
+
+from __future__ import annotations
+
+import math
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("torchaudio", reason="the audio extra (torchaudio) is not installed")
+
+from iv2_data.audio import (
+    FBANK_MEAN,
+    FBANK_STD,
+    AudioReadError,
+    load_waveform,
+    read_audio_fbank,
+    waveform_to_fbank,
+)
+
+SHARED_WAV = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "audio_16k_stereo_6s.wav"
+
+
+def kaldi_mel_bin_of(frequency: float, num_bins: int = 64, low: float = 20.0, high: float = 8000.0) -> int:
+    """The Mel bin whose centre is nearest ``frequency``: Kaldi's bins are evenly spaced on
+    mel = 1127 ln(1 + f / 700) between low and high (default high = Nyquist)."""
+    mel = lambda f: 1127.0 * math.log(1.0 + f / 700.0)
+    step = (mel(high) - mel(low)) / (num_bins + 1)
+    centres = [mel(low) + (i + 1) * step for i in range(num_bins)]
+    return min(range(num_bins), key=lambda i: abs(centres[i] - mel(frequency)))
+
+
+def write_wav(path: Path, channels: np.ndarray, sample_rate: int) -> None:
+    """Write (channels, samples) floats in [-1, 1] as 16-bit PCM with the standard library only."""
+    pcm = (np.clip(channels, -1, 1) * 32767).astype("<i2").T.copy()
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(channels.shape[0])
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(pcm.tobytes())
+
+
+def tone(frequency: float, seconds: float, sample_rate: int) -> np.ndarray:
+    t = np.arange(round(seconds * sample_rate)) / sample_rate
+    return 0.5 * np.sin(2 * np.pi * frequency * t)
+
+
+@pytest.mark.parametrize("frequency", [440.0, 1000.0, 3000.0])
+def test_tone_peaks_in_its_mel_bin(frequency: float) -> None:
+    fbank = waveform_to_fbank(torch.from_numpy(tone(frequency, 2.0, 16_000)).float(), 16_000)
+    assert fbank.shape == (998, 64)
+    voiced = fbank[5:190]  # 2 s of tone = frames 0..197
+    assert int(voiced.mean(0).argmax()) == kaldi_mel_bin_of(frequency)
+
+
+def test_stereo_44k_file_is_mixed_resampled_and_padded(tmp_path: Path) -> None:
+    left = tone(1000.0, 2.0, 44_100)
+    path = tmp_path / "stereo.wav"
+    write_wav(path, np.stack([left, np.zeros_like(left)]), 44_100)
+    waveform, rate = load_waveform(path)
+    assert rate == 44_100 and waveform.shape == (2, left.size)
+    fbank = read_audio_fbank(path)
+    assert fbank.shape == (998, 64) and fbank.dtype == torch.float32
+    assert int(fbank[5:190].mean(0).argmax()) == kaldi_mel_bin_of(1000.0)
+    # Zero padding after 2 s: every padded row is Kaldi's log floor, log(float eps), normalised.
+    floor = (math.log(torch.finfo(torch.float32).eps) - FBANK_MEAN) / (2 * FBANK_STD)
+    torch.testing.assert_close(fbank[300:], torch.full_like(fbank[300:], floor), atol=1e-3, rtol=0)
+
+
+def test_long_audio_is_cropped_to_ten_seconds() -> None:
+    wave_12s = torch.from_numpy(tone(500.0, 12.0, 16_000)).float()
+    wave_12s[16_000 * 11 :] = 0  # silence at the end tells where a crop came from
+    head = waveform_to_fbank(wave_12s, 16_000)
+    assert head.shape == (998, 64)
+    torch.testing.assert_close(head, waveform_to_fbank(wave_12s[: 160_000], 16_000))
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    a = waveform_to_fbank(wave_12s, 16_000, random_crop=True, generator=g1)
+    b = waveform_to_fbank(wave_12s, 16_000, random_crop=True, generator=g2)
+    assert a.shape == (998, 64)
+    torch.testing.assert_close(a, b)
+
+
+def test_shared_stereo_file() -> None:
+    if not SHARED_WAV.is_file():
+        pytest.skip(f"shared sample {SHARED_WAV} is not present in this checkout")
+    with wave.open(str(SHARED_WAV)) as reference:  # decoded independently by the standard library
+        expected = np.frombuffer(reference.readframes(reference.getnframes()), "<i2").reshape(-1, 2).T
+    waveform, rate = load_waveform(SHARED_WAV)
+    assert rate == 16_000 and waveform.shape == expected.shape  # 2 channels, 6.56 s
+    torch.testing.assert_close(waveform, torch.from_numpy(expected / 32768.0).float())
+    fbank = read_audio_fbank(SHARED_WAV)
+    assert fbank.shape == (998, 64) and torch.isfinite(fbank).all()
+    # 6.56 s of audio (frames 0..653), then zero padding: the padded tail is flat, the audio part is not.
+    assert fbank[660:].std() < 1e-4
+    assert fbank[:650].std() > 0.05
+
+
+def test_video_without_audio_returns_none(tmp_path: Path) -> None:
+    from iv2_data.synthetic import write_corpus
+
+    paths = write_corpus(tmp_path, 1, num_frames=4, size=32, with_audio_track=False)
+    assert read_audio_fbank(paths["root"] / "videos" / "000000.mp4") is None
+
+
+@pytest.mark.parametrize("content", [None, b"", b"RIFF not really a wave file" * 20])
+def test_unreadable_audio_raises_naming_the_file(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "broken.wav"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(AudioReadError, match="broken.wav"):
+        read_audio_fbank(path)

@@ -1,0 +1,144 @@
+"""The synthetic corpus: determinism, motion that needs several frames, tied audio, QA and files on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from iv2_data.synthetic import (
+    COLOURS,
+    DIRECTIONS,
+    OBJECTS,
+    SyntheticCorpus,
+    clip_spec,
+    render_audio,
+    render_frames,
+    reversed_spec,
+    write_corpus,
+)
+
+
+def object_centroid(frame: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    mask = (np.abs(frame.astype(int) - np.array(colour)).sum(-1) == 0)
+    ys, xs = np.nonzero(mask)
+    assert ys.size > 0, "object not visible"
+    return np.array([ys.mean(), xs.mean()])
+
+
+def test_specs_and_frames_are_deterministic() -> None:
+    assert [clip_spec(i, seed=1) for i in range(10)] == [clip_spec(i, seed=1) for i in range(10)]
+    assert [clip_spec(i, seed=1) for i in range(10)] != [clip_spec(i, seed=2) for i in range(10)]
+    np.testing.assert_array_equal(render_frames(clip_spec(3), 6, 32), render_frames(clip_spec(3), 6, 32))
+
+
+def test_attributes_cover_the_vocabulary() -> None:
+    specs = [clip_spec(i) for i in range(200)]
+    assert {s.direction for s in specs} == set(DIRECTIONS)
+    assert {s.colour for s in specs} == set(COLOURS)
+    assert {s.object for s in specs} == set(OBJECTS)
+    assert {s.count for s in specs} == {1, 2, 3}
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_objects_move_in_the_stated_direction(index: int) -> None:
+    spec = clip_spec(index)
+    frames = render_frames(spec, 8, 48)
+    start, end = object_centroid(frames[0], COLOURS[spec.colour]), object_centroid(frames[-1], COLOURS[spec.colour])
+    dy, dx = end - start
+    expected = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}[spec.direction]
+    moved = (np.sign(round(dy)), np.sign(round(dx)))
+    assert moved == expected, (spec.direction, dy, dx)
+
+
+def test_motion_needs_frame_order() -> None:
+    # The opposite direction is exactly the same frames in reverse order: the set of frames (any single
+    # frame included) cannot tell the motion question's answer; only their order can.
+    for index in range(6):
+        spec = clip_spec(index)
+        forward = render_frames(spec, 8, 32)
+        backward = render_frames(reversed_spec(spec), 8, 32)
+        np.testing.assert_array_equal(forward[::-1], backward)
+        assert not np.array_equal(forward, backward)
+
+
+def test_audio_pitch_follows_colour_and_beeps_count_objects() -> None:
+    pytest.importorskip("torchaudio", reason="the audio extra (torchaudio) is not installed")
+    from iv2_data.audio import waveform_to_fbank
+
+    peaks = {}
+    for index in range(30):
+        spec = clip_spec(index)
+        wave = render_audio(spec, 1.0)
+        # One burst per object (smoothing over 2 ms ignores the zero crossings inside a beep).
+        smooth = np.convolve(np.abs(wave), np.ones(32), "same") > 1e-3
+        bursts = int(smooth[0]) + int(np.count_nonzero(smooth[1:] & ~smooth[:-1]))
+        assert bursts == spec.count, (index, bursts, spec.count)
+        fbank = waveform_to_fbank(torch.from_numpy(wave), 16_000)
+        peaks.setdefault(spec.colour, set()).add(int(fbank[:95].max(0).values.argmax()))
+    # Each colour always peaks in the same bin, and different colours in different bins.
+    assert all(len(bins) == 1 for bins in peaks.values()), peaks
+    assert len({next(iter(b)) for b in peaks.values()}) == len(peaks)
+
+
+def test_mcqa_items_are_well_formed() -> None:
+    corpus = SyntheticCorpus(num_samples=20, num_frames=4, size=32)
+    tasks = set()
+    for i in range(len(corpus)):
+        items = corpus.mcqa(i)
+        assert len(items) == 4
+        for item in items:
+            assert len(item["candidates"]) == 4 == len(set(item["candidates"]))
+            assert item["answer"] in item["candidates"]
+            tasks.add(item["task"])
+        motion = next(it for it in items if it["task"] == "motion")
+        assert motion["answer"] == corpus.specs[i].direction
+    assert tasks == {"motion", "colour", "count", "identity"}
+    # The answer's position is not constant (no letter bias).
+    positions = {it["candidates"].index(it["answer"]) for i in range(20) for it in corpus.mcqa(i)}
+    assert positions == {0, 1, 2, 3}
+
+
+def test_in_memory_sample_format() -> None:
+    corpus = SyntheticCorpus(num_samples=3, num_frames=4, size=32, fps=4)
+    sample = corpus[1]
+    assert sample["video"].shape == (3, 4, 32, 32) and sample["video"].dtype == torch.float32
+    assert sample["frames"].shape == (4, 32, 32, 3) and sample["frames"].dtype == torch.uint8
+    assert sample["waveform"].shape == (16_000,)
+    spec = corpus.specs[1]
+    assert spec.colour in sample["caption"] and spec.direction in sample["caption"]
+    assert spec.direction in sample["asr"] and spec.colour not in sample["asr"]
+    with pytest.raises(IndexError):
+        corpus[3]
+
+
+def test_write_corpus_files_and_resume(tmp_path: Path) -> None:
+    paths = write_corpus(tmp_path, 3, num_frames=4, size=32, fps=4)
+    for kind in ("video_text", "image_text", "audio_text", "video_audio_text", "mcqa", "instructions"):
+        records = json.loads(paths[kind].read_text())
+        assert records, kind
+        for record in records:
+            for key in ("video", "image", "audio"):
+                if key in record:
+                    assert (tmp_path / record[key]).stat().st_size > 0
+    assert len(json.loads(paths["mcqa"].read_text())) == 12
+    video = tmp_path / "videos" / "000001.mp4"
+    before = video.stat().st_mtime_ns
+    write_corpus(tmp_path, 3, num_frames=4, size=32, fps=4)  # a rerun keeps finished files
+    assert video.stat().st_mtime_ns == before
+    assert not list(tmp_path.rglob("*.partial*"))
+
+
+def test_written_video_decodes_to_the_rendered_clip(tmp_path: Path) -> None:
+    import av
+
+    write_corpus(tmp_path, 1, num_frames=4, size=32, fps=4)
+    with av.open(str(tmp_path / "videos" / "000000.mp4")) as container:
+        assert len(container.streams.audio) == 1
+        decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    rendered = render_frames(clip_spec(0), 4, 32)
+    assert decoded.shape == rendered.shape
+    assert np.abs(decoded.astype(int) - rendered).mean() < 12  # lossy H.264 / 4:2:0 chroma, but the same clip
