@@ -1,0 +1,390 @@
+"""webdataset tar shards: a resumable writer with a manifest, and a streaming reader that can resume.
+
+Writing (``iv2-data shard`` or :func:`write_shards`): record ``i`` of the annotation file goes to shard
+``i // samples_per_shard`` as ``{i:09d}.json`` (the record) plus one member per media file, named after its
+record key and suffix (``{i:09d}.video.mp4``, ``{i:09d}.audio.wav``). A shard is written to a temporary name
+and renamed when complete, and ``manifest.json`` lists the finished shards, so a rerun continues where an
+interrupted one stopped. Records whose media cannot be read are listed under ``skipped``, not written.
+
+Reading (:class:`ShardDataset`): shards are split over ranks and DataLoader workers, optionally shuffled per
+epoch (the shard order and a shuffle buffer, both seeded), and each sample is decoded in the worker by the
+same ``build_sample`` as the map-style datasets, so both yield the same dicts. Every sample carries its
+reader position; :class:`ShardLoader` turns those into a ``state_dict`` that resumes the stream exactly
+(the restored workers replay their tar streams and drop what was consumed, without decoding it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from iv2_data.annotations import load_annotations
+from iv2_data.datasets import AnnotationDataset, collate
+
+__all__ = ["MEDIA_KEYS", "ShardDataset", "ShardLoader", "ShardManifest", "write_shards"]
+
+logger = logging.getLogger("iv2_data")
+
+MEDIA_KEYS = ("video", "image", "audio")
+MANIFEST = "manifest.json"
+_MEDIA_FIELD = "__media__"  # record key, inside a shard's JSON, mapping media key -> tar member suffix
+_INDEX_FIELD = "__index__"
+
+
+def _webdataset() -> Any:
+    try:
+        import webdataset
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("shards need webdataset; install the extra: pip install 'iv2-data[shards]'") from error
+    return webdataset
+
+
+@dataclass
+class ShardManifest:
+    """What :func:`write_shards` produced: ``shards`` rows ``{"name", "first_index", "num_records",
+    "num_samples", "bytes"}``, ``skipped`` rows ``{"index", "path", "error"}``."""
+
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def shards(self) -> list[dict[str, Any]]:
+        return self.data["shards"]
+
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        return self.data["skipped"]
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.data["complete"])
+
+    @property
+    def num_samples(self) -> int:
+        return sum(s["num_samples"] for s in self.shards)
+
+    def shard_paths(self) -> list[Path]:
+        return [self.path.parent / s["name"] for s in self.shards]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ShardManifest:
+        path = Path(path)
+        if path.is_dir():
+            path = path / MANIFEST
+        try:
+            return cls(path, json.loads(path.read_text()))
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"no shard manifest at {path}") from error
+        except json.JSONDecodeError as error:
+            raise ValueError(f"shard manifest {path} is not valid JSON: {error}") from error
+
+    def save(self) -> None:
+        partial = self.path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(self.data, indent=1))
+        os.replace(partial, self.path)
+
+
+def write_shards(
+    annotations: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    media_root: str | os.PathLike[str] | None = None,
+    *,
+    samples_per_shard: int = 1000,
+    media_keys: Sequence[str] = MEDIA_KEYS,
+    prefix: str = "shard",
+    progress: bool = True,
+) -> ShardManifest:
+    """Pack an annotation file and its media into tar shards of ``samples_per_shard`` records each.
+
+    Resumable: shards listed in an existing ``output_dir/manifest.json`` are kept; a manifest written for
+    another annotation file or shard size is an error rather than silently mixed.
+    """
+    wds = _webdataset()
+    if samples_per_shard < 1:
+        raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+    annotations = Path(annotations)
+    records = load_annotations(annotations)
+    root = Path(media_root) if media_root is not None else annotations.parent
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "annotation": str(annotations.resolve()),
+        "num_records": len(records),
+        "samples_per_shard": samples_per_shard,
+        "prefix": prefix,
+    }
+    manifest_path = out / MANIFEST
+    if manifest_path.exists():
+        manifest = ShardManifest.load(manifest_path)
+        previous = {k: manifest.data.get(k) for k in settings}
+        if previous != settings:
+            raise ValueError(
+                f"{manifest_path} was written with {previous}, not {settings}; use another output folder"
+            )
+    else:
+        manifest = ShardManifest(manifest_path, {**settings, "shards": [], "skipped": [], "complete": False})
+    done = {s["name"] for s in manifest.shards if (out / s["name"]).is_file()}
+    manifest.data["shards"] = [s for s in manifest.shards if s["name"] in done]
+
+    num_shards = (len(records) + samples_per_shard - 1) // samples_per_shard
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        already = sum(s["num_records"] for s in manifest.shards)
+        bar = tqdm(total=len(records), initial=already, desc=f"shards -> {out}", unit="sample")
+    for shard in range(num_shards):
+        name = f"{prefix}-{shard:06d}.tar"
+        if name in done:
+            continue
+        first = shard * samples_per_shard
+        chunk = records[first : first + samples_per_shard]
+        partial = out / (name + ".partial")
+        written, skipped = 0, []
+        with wds.TarWriter(str(partial)) as sink:
+            for offset, record in enumerate(chunk):
+                index = first + offset
+                try:
+                    sample = _pack(record, index, root, media_keys)
+                except OSError as error:
+                    skipped.append({"index": index, "path": str(error.filename or ""), "error": str(error)})
+                    logger.warning("shard writer: skipping record %d of %s: %s", index, annotations, error)
+                else:
+                    sink.write(sample)
+                    written += 1
+                if bar is not None:
+                    bar.update(1)
+        os.replace(partial, out / name)
+        manifest.data["shards"].append(
+            {
+                "name": name,
+                "first_index": first,
+                "num_records": len(chunk),
+                "num_samples": written,
+                "bytes": (out / name).stat().st_size,
+            }
+        )
+        manifest.data["skipped"] = [s for s in manifest.skipped if not first <= s["index"] < first + len(chunk)]
+        manifest.data["skipped"] += skipped
+        manifest.data["shards"].sort(key=lambda s: s["first_index"])
+        manifest.save()
+    if bar is not None:
+        bar.close()
+    manifest.data["complete"] = True
+    manifest.save()
+    return manifest
+
+
+def _pack(record: Mapping[str, Any], index: int, root: Path, media_keys: Sequence[str]) -> dict[str, Any]:
+    sample: dict[str, Any] = {"__key__": f"{index:09d}"}
+    members = {}
+    for key in media_keys:
+        value = record.get(key)
+        if not value:
+            continue
+        if not isinstance(value, str):
+            raise ValueError(f"record {index}: media key {key!r} must be a path string, got {value!r}")
+        path = Path(value) if Path(value).is_absolute() else root / value
+        data = path.read_bytes()  # raises FileNotFoundError (an OSError) naming the file
+        if not data:
+            raise OSError(0, "empty media file", str(path))
+        suffix = f"{key}{path.suffix.lower() or '.bin'}"
+        sample[suffix] = data
+        members[key] = suffix
+    if not members:
+        raise ValueError(f"record {index} names no media under keys {list(media_keys)}: {dict(record)}")
+    sample["json"] = json.dumps({**record, _MEDIA_FIELD: members, _INDEX_FIELD: index}).encode()
+    return sample
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _resolve_shards(shards: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+    if isinstance(shards, (str, os.PathLike)):
+        path = Path(shards)
+        if path.is_dir() or path.name == MANIFEST:
+            manifest = ShardManifest.load(path)
+            if not manifest.complete:
+                logger.warning("reading shards of %s, whose writer has not finished", manifest.path)
+            return [str(p) for p in manifest.shard_paths()]
+        return [str(path)]
+    return [str(p) for p in shards]
+
+
+def _identity(source: Iterable[Any]) -> Iterable[Any]:
+    return source
+
+
+class ShardDataset(IterableDataset):
+    """Stream samples from tar shards, decoded by ``builder`` (a map-style dataset used as a template, e.g.
+    ``VideoTextDataset([], num_frames=8, size=224, train=True)``: its settings and ``build_sample`` apply).
+
+    ``shards``: a folder with ``manifest.json``, the manifest, one tar, or a list of tars. Shards are dealt to
+    the ``world_size × num_workers`` readers round-robin after a seeded per-epoch shuffle (``shuffle=True``);
+    ``shuffle_buffer`` > 0 also shuffles samples within a reader. Broken samples follow the builder's
+    :class:`~iv2_data.datasets.BrokenSamplePolicy`.
+    """
+
+    def __init__(
+        self,
+        shards: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        builder: AnnotationDataset,
+        *,
+        shuffle: bool = False,
+        shuffle_buffer: int = 0,
+        seed: int = 0,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.urls = _resolve_shards(shards)
+        if not self.urls:
+            raise ValueError(f"no shards found in {shards}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        self.builder = builder
+        self.shuffle = shuffle
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = seed
+        self.epoch = epoch
+        self.rank = rank
+        self.world_size = world_size
+        self.skip: dict[int, int] = {}  # reader id -> samples already consumed this epoch
+        # DataLoader worker w plays reader (w + rotation) % num_workers: on resume, the worker the DataLoader
+        # asks first is the one whose turn it was, so the interleaving of readers continues unchanged.
+        self.worker_rotation = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def shards_for(self, reader: int, num_readers: int) -> list[str]:
+        order = list(range(len(self.urls)))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch, 0x5A]).permutation(len(self.urls)).tolist()
+        return [self.urls[i] for i in order[reader::num_readers]]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        wds = _webdataset()
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        num_readers = self.world_size * num_workers
+        reader = self.rank * num_workers + (worker + self.worker_rotation) % num_workers
+        urls = self.shards_for(reader, num_readers)
+        if not urls:
+            logger.warning(
+                "shard reader %d of %d has no shard (%d shards): write more, smaller shards",
+                reader, num_readers, len(self.urls),
+            )
+            return
+        # Splitting is done above, deterministically, so webdataset's own splitters are turned off.
+        pipeline = wds.WebDataset(
+            urls,
+            shardshuffle=False,
+            nodesplitter=_identity,
+            workersplitter=_identity,
+            empty_check=False,
+        )
+        if self.shuffle_buffer > 0:
+            seed = int(np.random.default_rng([self.seed, self.epoch, reader, 0x5B]).integers(2**62))
+            rng = random.Random(seed)
+            pipeline = pipeline.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)
+        to_skip = self.skip.get(reader, 0)
+        scratch = Path(tempfile.mkdtemp(prefix="iv2-shard-"))
+        try:
+            for position, raw in enumerate(pipeline, start=1):
+                if position <= to_skip:
+                    continue
+                sample = self._decode(raw, scratch)
+                if sample is None:
+                    continue
+                sample["reader"] = reader
+                sample["reader_position"] = position
+                sample["epoch"] = self.epoch
+                yield sample
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _decode(self, raw: dict[str, Any], scratch: Path) -> dict[str, Any] | None:
+        record = json.loads(raw["json"])
+        members = record.pop(_MEDIA_FIELD)
+        index = int(record.pop(_INDEX_FIELD))
+        media: dict[str, Path] = {}
+        for key, suffix in members.items():
+            # Decoders take paths; the bytes live in a per-reader scratch file only while decoding.
+            path = scratch / f"{raw['__key__']}.{suffix}"
+            path.write_bytes(raw[suffix])
+            media[key] = path
+        try:
+            sample = self.builder.build_sample(record, media, index)
+        except OSError as error:
+            name = record.get("video") or record.get("image") or record.get("audio")
+            where = f"{raw.get('__url__', '?')}:{raw['__key__']} ({name})"
+            self.builder.record_failure(where, error)
+            return None
+        finally:
+            for path in media.values():
+                path.unlink(missing_ok=True)
+        self.builder.stats.attempts += 1
+        return sample
+
+
+class ShardLoader:
+    """A DataLoader over a :class:`ShardDataset` that tracks what was consumed, for exact resume.
+
+    ``state_dict()`` → ``{"epoch", "seed", "batches", "consumed": {reader: samples}}``; ``load_state_dict``
+    continues there: the same samples in the same order (exact while every worker still has data; once one
+    runs dry near the end of an epoch the DataLoader's interleaving shifts, though no sample is lost or
+    repeated). Iterating runs one epoch (then the next call starts the following one).
+    """
+
+    def __init__(self, dataset: ShardDataset, batch_size: int, num_workers: int = 0, **loader_kwargs: Any) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.loader_kwargs = {"collate_fn": collate, **loader_kwargs}
+        self.consumed: dict[int, int] = {}
+        self.batches = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self.dataset.skip = dict(self.consumed)
+        self.dataset.worker_rotation = self.batches % max(1, self.num_workers)
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                            **self.loader_kwargs)
+        for batch in loader:
+            for reader, position in zip(_as_list(batch["reader"]), _as_list(batch["reader_position"])):
+                self.consumed[int(reader)] = max(self.consumed.get(int(reader), 0), int(position))
+            self.batches += 1
+            yield batch
+        self.consumed, self.batches = {}, 0
+        self.dataset.set_epoch(self.dataset.epoch + 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.dataset.epoch, "seed": self.dataset.seed, "batches": self.batches,
+                "consumed": {str(k): v for k, v in self.consumed.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        missing = {"epoch", "consumed"} - set(state)
+        if missing:
+            raise KeyError(f"shard loader state lacks {sorted(missing)}")
+        if "seed" in state and int(state["seed"]) != self.dataset.seed:
+            raise ValueError(f"resuming shards with seed {self.dataset.seed} from a state saved with {state['seed']}")
+        self.dataset.set_epoch(int(state["epoch"]))
+        self.consumed = {int(k): int(v) for k, v in state["consumed"].items()}
+        self.batches = int(state.get("batches", 0))
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value.tolist() if hasattr(value, "tolist") else list(value)

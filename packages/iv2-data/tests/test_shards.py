@@ -1,0 +1,154 @@
+"""webdataset shards: writer manifest and resume, reader format, rank/worker split, shuffling, resume."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("webdataset", reason="the shards extra (webdataset) is not installed")
+
+from iv2_data import shards as shards_module
+from iv2_data.cli import main
+from iv2_data.datasets import VideoTextDataset
+from iv2_data.shards import ShardDataset, ShardLoader, ShardManifest, write_shards
+from iv2_data.synthetic import write_corpus
+
+FRAMES, SIZE = 2, 32
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_corpus(tmp_path_factory.mktemp("corpus"), 6, num_frames=FRAMES, size=SIZE, fps=4)
+
+
+def builder() -> VideoTextDataset:
+    return VideoTextDataset([], num_frames=FRAMES, size=SIZE, caption_sampling="first")
+
+
+def test_writer_packs_records_into_shards_with_a_manifest(corpus: dict[str, Path], tmp_path: Path) -> None:
+    manifest = write_shards(corpus["video_text"], tmp_path, samples_per_shard=4, progress=False)
+    assert manifest.complete and [s["name"] for s in manifest.shards] == ["shard-000000.tar", "shard-000001.tar"]
+    assert [s["num_samples"] for s in manifest.shards] == [4, 2] and manifest.num_samples == 6
+    with tarfile.open(tmp_path / "shard-000001.tar") as tar:
+        names = tar.getnames()
+        record = json.loads(tar.extractfile("000000004.json").read())
+    assert names == ["000000004.json", "000000004.video.mp4", "000000005.json", "000000005.video.mp4"]
+    assert record["video"] == "videos/000004.mp4" and record["__index__"] == 4
+    assert ShardManifest.load(tmp_path).data == manifest.data
+
+
+def test_writer_skips_unreadable_media_and_says_so(corpus: dict[str, Path], tmp_path: Path) -> None:
+    records = json.loads(corpus["video_text"].read_text())
+    records[1]["video"] = "videos/not_there.mp4"
+    ann = corpus["root"] / "with_missing.json"
+    ann.write_text(json.dumps(records))
+    manifest = write_shards(ann, tmp_path, samples_per_shard=3, progress=False)
+    assert manifest.num_samples == 5
+    assert [s["index"] for s in manifest.skipped] == [1] and "not_there.mp4" in manifest.skipped[0]["path"]
+
+
+def test_writer_resumes_after_an_interruption(
+    corpus: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_pack = shards_module._pack
+
+    def crash_on_record_3(record, index, root, keys):
+        if index == 3:
+            raise KeyboardInterrupt
+        return real_pack(record, index, root, keys)
+
+    monkeypatch.setattr(shards_module, "_pack", crash_on_record_3)
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(corpus["video_text"], tmp_path, samples_per_shard=2, progress=False)
+    first = tmp_path / "shard-000000.tar"
+    assert first.is_file() and not (tmp_path / "shard-000001.tar").exists()
+    stamp = first.stat().st_mtime_ns
+    assert not ShardManifest.load(tmp_path).complete
+    monkeypatch.setattr(shards_module, "_pack", real_pack)
+    manifest = write_shards(corpus["video_text"], tmp_path, samples_per_shard=2, progress=False)
+    assert manifest.complete and manifest.num_samples == 6 and len(manifest.shards) == 3
+    assert first.stat().st_mtime_ns == stamp  # finished shards are not rewritten
+    with pytest.raises(ValueError, match="samples_per_shard"):
+        write_shards(corpus["video_text"], tmp_path, samples_per_shard=3, progress=False)
+
+
+def test_reader_yields_the_map_style_samples(corpus: dict[str, Path], tmp_path: Path) -> None:
+    write_shards(corpus["video_text"], tmp_path, samples_per_shard=4, progress=False)
+    streamed = list(ShardDataset(tmp_path, builder()))
+    mapped = VideoTextDataset(corpus["video_text"], num_frames=FRAMES, size=SIZE, caption_sampling="first")
+    assert [s["index"] for s in streamed] == list(range(6))
+    for sample in streamed:
+        reference = mapped[sample["index"]]
+        assert set(reference) <= set(sample)
+        assert sample["caption"] == reference["caption"] and sample["path"] == reference["path"]
+        torch.testing.assert_close(sample["video"], reference["video"])
+
+
+def test_ranks_and_workers_split_the_shards(corpus: dict[str, Path], tmp_path: Path) -> None:
+    write_shards(corpus["video_text"], tmp_path, samples_per_shard=1, progress=False)
+    per_rank = []
+    for rank in range(2):
+        dataset = ShardDataset(tmp_path, builder(), shuffle=True, seed=1, rank=rank, world_size=2)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
+        per_rank.append([int(s["index"]) for s in loader])
+    # 6 shards dealt round-robin to 4 readers (rank 0: readers 0, 1; rank 1: readers 2, 3) -> 2+2 and 1+1.
+    assert [len(indices) for indices in per_rank] == [4, 2]
+    assert sorted(per_rank[0] + per_rank[1]) == list(range(6))
+
+
+def test_shuffle_is_seeded(corpus: dict[str, Path], tmp_path: Path) -> None:
+    write_shards(corpus["video_text"], tmp_path, samples_per_shard=2, progress=False)
+    order = lambda seed, epoch=0: [s["index"] for s in ShardDataset(
+        tmp_path, builder(), shuffle=True, shuffle_buffer=4, seed=seed, epoch=epoch)]
+    assert order(3) == order(3)
+    assert sorted(order(3)) == list(range(6))
+    assert len({tuple(order(s, e)) for s in range(3) for e in range(2)}) > 1
+
+
+def test_loader_position_resumes_exactly(corpus: dict[str, Path], tmp_path: Path) -> None:
+    write_shards(corpus["video_text"], tmp_path, samples_per_shard=1, progress=False)
+    make = lambda: ShardLoader(
+        ShardDataset(tmp_path, builder(), shuffle=True, shuffle_buffer=2, seed=7), batch_size=1, num_workers=2
+    )
+    reference = [b["index"].tolist() for b in make()]
+    interrupted, seen = make(), []
+    for batch in interrupted:
+        seen.append(batch["index"].tolist())
+        if len(seen) == 3:
+            break
+    state = json.loads(json.dumps(interrupted.state_dict()))  # survives a checkpoint round trip
+    resumed = make()
+    resumed.load_state_dict(state)
+    seen += [b["index"].tolist() for b in resumed]
+    assert sorted(i for b in seen for i in b) == list(range(6))
+    assert seen == reference
+
+
+def test_cli_shard(corpus: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["shard", str(corpus["mcqa"]), "--output", str(out), "--samples-per-shard", "10", "--quiet"]) == 0
+    assert "3 shards, 24 samples, 0 skipped" in capsys.readouterr().out
+    assert main(["shard", str(tmp_path / "missing.json"), "--output", str(out), "--quiet"]) == 1
+    assert "missing.json" in capsys.readouterr().err
+
+
+def test_undecodable_sample_in_a_shard_is_skipped_by_policy(corpus: dict[str, Path], tmp_path: Path) -> None:
+    from iv2_data.datasets import BrokenSamplePolicy, TooManyBrokenSamples
+
+    garbage = corpus["root"] / "garbage.mp4"
+    garbage.write_bytes(b"\x00not a video" * 50)
+    records = json.loads(corpus["video_text"].read_text())[:3]
+    records[1]["video"] = "garbage.mp4"
+    ann = corpus["root"] / "with_garbage.json"
+    ann.write_text(json.dumps(records))
+    write_shards(ann, tmp_path, samples_per_shard=3, progress=False)
+    tolerant = VideoTextDataset([], num_frames=FRAMES, size=SIZE, broken=BrokenSamplePolicy(0.5, min_attempts=2))
+    assert [s["index"] for s in ShardDataset(tmp_path, tolerant)] == [0, 2]
+    assert tolerant.stats.failures == 1 and "garbage.mp4" in tolerant.stats.failed_files[0]
+    strict = VideoTextDataset([], num_frames=FRAMES, size=SIZE, broken=BrokenSamplePolicy(0.0))
+    with pytest.raises(TooManyBrokenSamples, match="garbage.mp4"):
+        list(ShardDataset(tmp_path, strict))
