@@ -4,7 +4,9 @@ Every generated frame shows its own index as a 10-bit binary code: a 5 × 2 grid
 the centred square of the frame (the rest is mid grey), row-major, most significant bit first. A centre crop
 keeps the whole grid, so tests can read back WHICH frames a reader returned with :func:`decode_index`.
 
-Fixtures (session-scoped, each a ``pathlib.Path``): ``h264_mp4`` (64×48, 40 frames, B-frames),
+Fixtures (session-scoped, each a ``pathlib.Path``): ``h264_mp4`` (64×48, 40 frames, B-frames), ``h264_mkv``,
+``h264_ts``, ``h264_avi``, ``h264_raw`` (the same codec, 30 frames, in Matroska, MPEG-TS, AVI and a raw
+elementary stream),
 ``vp9_webm`` (64×48, 24 frames, no frame count in the container), ``mpeg4_mp4`` (MPEG-4 part 2, 64×48,
 30 frames), ``portrait_mp4`` (48×64, 20 frames), ``odd_size_mp4`` (98×62, 20 frames),
 ``three_frame_mp4`` (3 frames), ``vfr_mp4`` (30 frames at irregular timestamps), ``long_mp4`` (64×48,
@@ -123,6 +125,28 @@ def video_factory(video_dir):
 @pytest.fixture(scope="session")
 def h264_mp4(video_factory) -> pathlib.Path:
     return video_factory("h264.mp4", 40)
+
+
+@pytest.fixture(scope="session")
+def h264_mkv(video_factory) -> pathlib.Path:
+    return video_factory("h264.mkv", 30)
+
+
+@pytest.fixture(scope="session")
+def h264_ts(video_factory) -> pathlib.Path:
+    return video_factory("h264.ts", 30)
+
+
+@pytest.fixture(scope="session")
+def h264_avi(video_factory) -> pathlib.Path:
+    """AVI has no presentation timestamps: with B-frames its packet times are in decode order."""
+    return video_factory("h264.avi", 30)
+
+
+@pytest.fixture(scope="session")
+def h264_raw(video_factory) -> pathlib.Path:
+    """A raw H.264 elementary stream: no container, no timestamps, no seeking."""
+    return video_factory("h264.h264", 30)
 
 
 @pytest.fixture(scope="session")

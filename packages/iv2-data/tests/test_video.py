@@ -35,6 +35,10 @@ SHARED_EXAMPLE = SHARED_EXAMPLE.resolve() / "example1_mpeg4_640x480.mp4"
 # fixture name -> (frame count, width, height)
 GENERATED = {
     "h264_mp4": (40, 64, 48),
+    "h264_mkv": (30, 64, 48),
+    "h264_ts": (30, 64, 48),
+    "h264_avi": (30, 64, 48),
+    "h264_raw": (30, 64, 48),
     "vp9_webm": (24, 64, 48),
     "mpeg4_mp4": (30, 64, 48),
     "portrait_mp4": (20, 48, 64),
@@ -149,14 +153,14 @@ def test_random_sampling_reads_the_sampled_frames(long_mp4, frame_ids):
 
 def test_long_video_seeks_instead_of_decoding_everything(long_mp4, monkeypatch, frame_ids):
     decoded = []
-    original = video_module._Decoder.frames_from
+    original = video_module._Decoder.frames
 
-    def counting(self, seek_pts):
-        for frame in original(self, seek_pts):
+    def counting(self, seek_dts=None):
+        for frame in original(self, seek_dts):
             decoded.append(frame.pts)
             yield frame
 
-    monkeypatch.setattr(video_module._Decoder, "frames_from", counting)
+    monkeypatch.setattr(video_module._Decoder, "frames", counting)
     frames = read_frames(long_mp4, 8)
     assert frame_ids(frames) == sample_frame_indices(300, 8)
     # 8 targets in different 30-frame GOPs: at most ~one GOP per target (+ threading lookahead)
@@ -303,9 +307,7 @@ def test_truncated_faststart_mp4_uses_the_frames_that_remain(video_dir, frame_id
 
 
 def test_garbled_middle_never_hangs_nor_returns_wrong_frames(video_dir, video_tools):
-    good = video_tools.write_video(
-        video_dir / "to_garble.mp4", 40, container_options={"movflags": "faststart"}
-    )
+    good = video_tools.write_video(video_dir / "to_garble.mp4", 40, container_options={"movflags": "faststart"})
     data = bytearray(good.read_bytes())
     rng = np.random.default_rng(2)
     start = len(data) // 3
@@ -329,9 +331,7 @@ def test_video_read_error_pickles():
 # --- the shared example ------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not SHARED_EXAMPLE.exists(), reason=f"shared example video not present at {SHARED_EXAMPLE}"
-)
+@pytest.mark.skipif(not SHARED_EXAMPLE.exists(), reason=f"shared example video not present at {SHARED_EXAMPLE}")
 def test_shared_example_mpeg4():
     info = probe_video(SHARED_EXAMPLE)
     assert (info.width, info.height, info.codec) == (640, 480, "mpeg4")

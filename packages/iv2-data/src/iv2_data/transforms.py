@@ -99,14 +99,20 @@ def resize_crop(
     _check_frames(frames)
     out_h, out_w = (size, size) if isinstance(size, int) else size
     top, left, crop_h, crop_w = box
-    crop = frames[:, top : top + crop_h, left : left + crop_w, :]
-    x = crop.permute(0, 3, 1, 2).float()  # (T, 3, h, w)
+    crop = frames[:, top : top + crop_h, left : left + crop_w, :].permute(0, 3, 1, 2)  # (T, 3, h, w) view
     if (crop_h, crop_w) != (out_h, out_w):
-        antialias = interpolation in ("bilinear", "bicubic")
-        kwargs = {"align_corners": False} if antialias else {}
-        x = F.interpolate(x, size=(out_h, out_w), mode=interpolation, antialias=antialias, **kwargs)
-        x = x.clamp_(0.0, 255.0)  # bicubic overshoots at edges
-    return x.div_(255.0).permute(1, 0, 2, 3).contiguous()
+        if interpolation in ("bilinear", "bicubic") and crop.dtype == torch.uint8:
+            # torch's uint8 antialiased resize (channels-last, fixed point, like PIL's) is several times
+            # faster than resizing floats and rounds to uint8 as the official PIL-based pipelines do.
+            crop = crop.contiguous(memory_format=torch.channels_last)
+            crop = F.interpolate(crop, size=(out_h, out_w), mode=interpolation, antialias=True)
+        else:
+            x = crop.float()
+            antialias = interpolation in ("bilinear", "bicubic")
+            kwargs = {"align_corners": False} if antialias else {}
+            x = F.interpolate(x, size=(out_h, out_w), mode=interpolation, antialias=antialias, **kwargs)
+            crop = x.clamp_(0.0, 255.0)  # bicubic overshoots at edges
+    return crop.permute(1, 0, 2, 3).float().div_(255.0).contiguous()
 
 
 def normalize(

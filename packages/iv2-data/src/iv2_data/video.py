@@ -106,15 +106,24 @@ def sample_frame_indices(
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What demuxing a video stream found: one entry per frame, in presentation order."""
+    """What demuxing a video stream found (without decoding it)."""
 
-    num_frames: int
+    num_frames: int  # frames the stream really holds (packets demuxed), not the header's claim
     width: int
     height: int
     codec: str
-    frame_pts: tuple[int, ...] | None  # presentation timestamps (stream time base); None: the file has none
-    keyframe_pts: tuple[int, ...]  # sorted; empty if unknown
+    container: str  # FFmpeg's name of the container format, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+    # Presentation timestamps of all frames, sorted (stream time base); None where the file has no usable
+    # ones (raw streams, AVI, duplicates): frames are then counted from the start instead.
+    frame_pts: tuple[int, ...] | None
+    keyframe_pts: tuple[int, ...]  # presentation timestamps of the keyframes, sorted; empty if unknown
+    keyframe_dts: tuple[int, ...]  # their decode timestamps (what demuxers seek by), same order
     average_rate: float | None
+
+
+# Containers whose packet timestamps are not presentation timestamps: AVI stores none, so FFmpeg numbers its
+# packets in decode order, which differs from display order as soon as there are B-frames.
+_UNORDERED_TIMESTAMP_FORMATS = {"avi"}
 
 
 def _open(path: str) -> av.container.InputContainer:
@@ -169,7 +178,7 @@ def _video_stream(container: av.container.InputContainer, path: str) -> av.video
 def _scan(container: av.container.InputContainer, stream, path: str) -> VideoInfo:
     """Demux every packet of ``stream`` (no decoding) to count frames and find keyframes."""
     pts: list[int] = []
-    keyframes: list[int] = []
+    keyframes: list[tuple[int, int]] = []
     count = discarded = 0
     missing_pts = False
     try:
@@ -186,27 +195,33 @@ def _scan(container: av.container.InputContainer, stream, path: str) -> VideoInf
                 continue
             pts.append(ts)
             if packet.is_keyframe:
-                keyframes.append(ts)
+                keyframes.append((ts, packet.dts if packet.dts is not None else ts))
     except av.error.FFmpegError:
         # A truncated or damaged file: keep what demuxed cleanly; decoding below decides whether it is enough.
         pass
     if count == 0:
         raise VideoReadError(path, "the video stream holds no frames (truncated or empty stream)")
-    if stream.frames and count + discarded < stream.frames:
+    fmt = container.format.name
+    # MP4/MOV headers list every frame, so fewer demuxed frames mean the file lost its tail. (Other containers'
+    # counts are estimates or absent.)
+    if "mp4" in fmt.split(",") and stream.frames and count + discarded < stream.frames:
         warnings.warn(
             f"{path!r}: the container lists {stream.frames} frames but only {count} could be demuxed "
             "(truncated file?); sampling from those",
             stacklevel=4,
         )
-    frame_pts = None if missing_pts or len(set(pts)) != len(pts) else tuple(sorted(pts))
+    usable = not missing_pts and len(set(pts)) == len(pts) and fmt not in _UNORDERED_TIMESTAMP_FORMATS
+    keyframes.sort()
     rate = stream.average_rate or stream.guessed_rate
     return VideoInfo(
         num_frames=count,
         width=stream.codec_context.width,
         height=stream.codec_context.height,
         codec=stream.codec_context.name,
-        frame_pts=frame_pts,
-        keyframe_pts=tuple(sorted(keyframes)) if frame_pts is not None else (),
+        container=fmt,
+        frame_pts=tuple(sorted(pts)) if usable else None,
+        keyframe_pts=tuple(k[0] for k in keyframes) if usable else (),
+        keyframe_dts=tuple(k[1] for k in keyframes) if usable else (),
         average_rate=float(rate) if rate else None,
     )
 
@@ -222,27 +237,34 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
 # Decoding
 
 
-_START = object()  # seek target meaning "the start of the file"
+class _UnreliableTimestamps(Exception):
+    """Seeking or the frames' timestamps did not behave; the caller falls back to counting frames."""
 
 
 class _Decoder:
     """Decodes frames of one stream in presentation order, packet by packet, tolerating damaged packets."""
 
-    def __init__(self, container, stream, path: str) -> None:
+    def __init__(self, container, stream, path: str, wanted_pts: frozenset[int] | None = None) -> None:
         self.container, self.stream, self.path = container, stream, path
+        # With the timestamps of the wanted frames known, packets of other frames that no frame refers to
+        # (non-reference B-frames) need not be decoded at all: FFmpeg's skip_frame=NONREF drops them. It is
+        # switched per packet, before the packet is sent, so each wanted frame is decoded in full.
+        self.wanted_pts = wanted_pts
         self.decode_errors = 0
         self.last_error: Exception | None = None
 
-    def frames_from(self, seek_pts: int | object):
-        """Frames from the keyframe at or before ``seek_pts`` (stream time base), or from the file's start."""
-        try:
-            if seek_pts is _START:
-                self.container.seek(0)
-            else:
-                self.container.seek(seek_pts, stream=self.stream, backward=True, any_frame=False)
-        except av.error.FFmpegError as e:
-            raise VideoReadError(self.path, f"cannot seek in the file ({e})") from e
+    def frames(self, seek_dts: int | None = None):
+        """Frames from the keyframe at or before ``seek_dts`` (stream time base), or from where the demuxer
+        stands when ``None``."""
+        if seek_dts is not None:
+            try:
+                self.container.seek(seek_dts, stream=self.stream, backward=True, any_frame=False)
+            except av.error.FFmpegError as e:
+                raise _UnreliableTimestamps(f"seek failed: {e}") from e
         consecutive = 0
+        codec = self.stream.codec_context
+        skipping = False
+        codec.skip_frame = "DEFAULT"
         demux = self.container.demux(self.stream)
         while True:
             try:
@@ -252,6 +274,11 @@ class _Decoder:
             except av.error.FFmpegError as e:  # damaged container: stop here, keep what decoded
                 self.last_error = e
                 return
+            if self.wanted_pts is not None:
+                skip = packet.pts is not None and packet.pts not in self.wanted_pts
+                if skip != skipping:
+                    codec.skip_frame = "NONREF" if skip else "DEFAULT"
+                    skipping = skip
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as e:
@@ -269,6 +296,11 @@ def _to_rgb(frame) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
 
+def _prepare(stream, threads: int) -> None:
+    stream.thread_type = "AUTO"  # frame + slice threads
+    stream.thread_count = threads
+
+
 def read_frames(
     path: str | os.PathLike[str],
     num_frames: int = 8,
@@ -283,10 +315,11 @@ def read_frames(
 
     Raises :class:`VideoReadError` for a missing, empty, non-video, truncated or undecodable file. Frames the
     container lists but that do not decode are replaced by the next frame that does (or the last one, at the
-    end); a file of which no wanted frame decodes is an error. ``threads`` is FFmpeg's decoding thread count
+    end); a file of which no frame decodes is an error. ``threads`` is FFmpeg's decoding thread count
     (0: as many as it sees fit).
     """
     path = os.fspath(path)
+    by_index = None
     with _open(path) as container:
         stream = _video_stream(container, path)
         info = _scan(container, stream, path)
@@ -296,21 +329,27 @@ def read_frames(
             indices = [int(i) for i in indices]
             if not indices or min(indices) < 0 or max(indices) >= info.num_frames:
                 raise ValueError(f"frame indices must lie in [0, {info.num_frames}) for {path!r}: {indices}")
-        stream.thread_type = "AUTO"
-        stream.thread_count = threads
-        decoder = _Decoder(container, stream, path)
+        wanted = sorted(set(indices))
+        decoder = None
         if info.frame_pts is not None:
-            by_index = _decode_by_pts(decoder, info, sorted(set(indices)))
-        else:
-            by_index = _decode_by_count(decoder, sorted(set(indices)))
-        if not by_index:
-            detail = f" (last error: {decoder.last_error})" if decoder.last_error else ""
-            raise VideoReadError(
-                path, f"none of the {info.num_frames} frames the container lists could be decoded{detail}"
-            )
+            _prepare(stream, threads)
+            decoder = _Decoder(container, stream, path, frozenset(info.frame_pts[i] for i in wanted))
+            try:
+                by_index = _decode_by_pts(decoder, info, wanted)
+            except _UnreliableTimestamps:
+                by_index = None
+    if by_index is None:
+        # No usable timestamps (or seeking misbehaved): decode from the start of a fresh demuxer, counting.
+        with _open(path) as container:
+            stream = _video_stream(container, path)
+            _prepare(stream, threads)
+            decoder = _Decoder(container, stream, path)
+            by_index = _decode_by_count(decoder, wanted)
+    if not by_index:
+        detail = f" (last error: {decoder.last_error})" if decoder.last_error else ""
+        raise VideoReadError(path, f"none of the {info.num_frames} frames the container lists could be decoded{detail}")
     arrays = [by_index[i] for i in indices]
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:  # resolution changes mid-stream: bring every frame to the first one's size
+    if len({a.shape for a in arrays}) > 1:  # resolution changes mid-stream: bring all to the first's size
         arrays = _same_size(arrays)
     return torch.from_numpy(np.stack(arrays))
 
@@ -320,9 +359,9 @@ def _same_size(arrays: list[np.ndarray]) -> list[np.ndarray]:
     out = []
     for a in arrays:
         if a.shape[:2] != (h, w):
-            t = torch.from_numpy(a).permute(2, 0, 1)[None].float()
-            t = torch.nn.functional.interpolate(t, size=(h, w), mode="bilinear", antialias=True)
-            a = t[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+            t = torch.from_numpy(a).permute(2, 0, 1)[None].contiguous(memory_format=torch.channels_last)
+            a = torch.nn.functional.interpolate(t, size=(h, w), mode="bilinear", antialias=True)
+            a = a[0].permute(1, 2, 0).contiguous().numpy()
         out.append(a)
     return out
 
@@ -333,25 +372,35 @@ def _decode_by_pts(decoder: _Decoder, info: VideoInfo, wanted: list[int]) -> dic
     keyframe lies between the last decoded frame and the next wanted one (then seeking skips work).
 
     The frame taken for a wanted index is the first decoded frame whose timestamp reaches that index's
-    timestamp, so a frame that fails to decode is replaced by its successor rather than by garbage.
+    timestamp, so a frame that fails to decode is replaced by its successor rather than by garbage. A seek
+    that lands past the wanted frame, or frames whose timestamps go backwards, raise
+    :class:`_UnreliableTimestamps`.
     """
     assert info.frame_pts is not None
     targets = [info.frame_pts[i] for i in wanted]
-    keys = info.keyframe_pts
+    keys, key_dts = info.keyframe_pts, info.keyframe_dts
     out: dict[int, np.ndarray] = {}
     last_frame = None
     t = 0
     while t < len(targets):
         k = bisect.bisect_right(keys, targets[t]) - 1
-        frames = decoder.frames_from(keys[k] if k >= 0 else info.frame_pts[0])
+        if k >= 0:
+            start_pts, frames = keys[k], decoder.frames(key_dts[k])
+        else:  # no keyframe before the target (damaged or keyframe-less stream): from the first frame
+            start_pts = info.frame_pts[0]
+            frames = decoder.frames(min(start_pts, key_dts[0]) if key_dts else start_pts)
         position = None  # pts of the newest frame decoded in this run
         ended = True
         for frame in frames:
             pts = frame.pts
             if pts is None:
-                continue
+                raise _UnreliableTimestamps("a decoded frame has no timestamp")
+            if position is None and pts > targets[t] and pts > start_pts:
+                raise _UnreliableTimestamps(f"seek to {start_pts} landed at {pts}, past {targets[t]}")
+            if position is not None and pts <= position:
+                raise _UnreliableTimestamps(f"frame timestamps go backwards ({position} then {pts})")
+            position = pts
             last_frame = frame
-            position = pts if position is None else max(position, pts)
             if pts < targets[t]:
                 continue
             rgb = _to_rgb(frame)
@@ -367,23 +416,23 @@ def _decode_by_pts(decoder: _Decoder, info: VideoInfo, wanted: list[int]) -> dic
                 break
         frames.close()
         if ended:
+            if position is None:
+                raise _UnreliableTimestamps(f"nothing decoded after seeking to {start_pts}")
             # The stream ended before the remaining targets (frames listed but not decodable): repeat the
             # last frame that decoded.
-            if last_frame is not None:
-                rgb = _to_rgb(last_frame)
-                while t < len(targets):
-                    out[wanted[t]] = rgb
-                    t += 1
-            break
+            rgb = _to_rgb(last_frame)
+            while t < len(targets):
+                out[wanted[t]] = rgb
+                t += 1
     return out
 
 
 def _decode_by_count(decoder: _Decoder, wanted: list[int]) -> dict[int, np.ndarray]:
-    """Without usable timestamps: decode from the start, counting frames."""
+    """Decode from where the (fresh) demuxer stands, numbering frames in the order they come out."""
     out: dict[int, np.ndarray] = {}
     last = None
     t = 0
-    frames = decoder.frames_from(_START)
+    frames = decoder.frames()
     for index, frame in enumerate(frames):
         last = frame
         if index == wanted[t]:
