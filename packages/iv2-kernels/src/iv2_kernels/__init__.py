@@ -5,7 +5,15 @@ Triton on CUDA tensors, torch elsewhere). Triton kernels also run on CPU tensors
 """
 
 from .attention_pool import attention_pool, attention_pool_reference
+from .contrastive_loss import contrastive_loss, contrastive_loss_reference
 from .rms_norm import rms_norm, rms_norm_reference
 
-__all__ = ["attention_pool", "attention_pool_reference", "rms_norm", "rms_norm_reference"]
+__all__ = [
+    "attention_pool",
+    "attention_pool_reference",
+    "contrastive_loss",
+    "contrastive_loss_reference",
+    "rms_norm",
+    "rms_norm_reference",
+]
 __version__ = "0.1.0"

@@ -30,6 +30,10 @@ def resolve_backend(backend: str | None, *tensors: torch.Tensor) -> str:
         if not all(t.is_cuda for t in tensors) and not interpret_mode():
             raise ValueError("backend='triton' on CPU tensors needs TRITON_INTERPRET=1 set before triton is "
                              "imported (Triton's interpreter); use backend='torch' or CUDA tensors")
+        if any(not t.is_cuda and t.dtype == torch.bfloat16 for t in tensors):
+            # numpy has no bfloat16: the interpreter would silently compute garbage
+            raise ValueError("backend='triton' cannot run bfloat16 CPU tensors in Triton's interpreter; use "
+                             "float16/float32, backend='torch', or CUDA tensors")
     return backend
 
 

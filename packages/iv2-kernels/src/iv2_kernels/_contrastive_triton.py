@@ -2,10 +2,11 @@
 
 Two kernels, each over row blocks of ``x`` streaming column blocks of ``y`` (``S = x @ y.T / τ``):
 
-- ``lse_rows``: online log-sum-exp of every row of ``S``. The column log-sum-exps are the same kernel on
-  ``(y, x)``, so neither pass ever holds more than a ``BLOCK × BLOCK`` tile.
-- ``grad_rows``: ``coef · Σ_j (exp(S_ij − lse_x_i) + exp(S_ij − lse_y_j)) y_j``, the softmax part of ``da``
-  (and of ``db`` when called on ``(b, a)``), recomputing each tile instead of storing it.
+- ``row_stats``: online log-sum-exp of every row of ``S`` (kept as max and log-sum) and the positive logit
+  ``S[i, i + offset]`` read from the same tile. The column statistics are the same kernel on ``(y, x)``, so
+  neither pass ever holds more than a ``BLOCK × BLOCK`` tile.
+- ``grad_rows``: ``coef · Σ_j (exp(S_ij − r_i) + exp(S_ij − c_j) − 2δ_ij) y_j``, which is ``da`` (and ``db``
+  when called on ``(b, a)``), recomputing each tile instead of storing it.
 
 Each program keeps its ``x`` rows and a ``BLOCK × D`` float32 accumulator resident (D padded to a power
 of two).
@@ -27,9 +28,9 @@ _MASKED = -1.0e30
 
 
 @triton.jit
-def _lse_rows_kernel(x_ptr, y_ptr, inv_temp_ptr, lse_ptr, n_x, n_y, dim, stride_x, stride_y,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                     DOT_PRECISION: tl.constexpr):
+def _row_stats_kernel(x_ptr, y_ptr, inv_temp_ptr, max_ptr, logsum_ptr, pos_ptr, n_x, n_y, dim, stride_x,
+                      stride_y, offset, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                      DOT_PRECISION: tl.constexpr):
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
@@ -38,21 +39,26 @@ def _lse_rows_kernel(x_ptr, y_ptr, inv_temp_ptr, lse_ptr, n_x, n_y, dim, stride_
     inv_temp = tl.load(inv_temp_ptr)
     run_max = tl.full([BLOCK_M], _MASKED, tl.float32)
     run_sum = tl.zeros([BLOCK_M], tl.float32)
+    positive = tl.zeros([BLOCK_M], tl.float32)
     for start in range(0, n_y, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         y = tl.load(y_ptr + cols[:, None] * stride_y + dims[None, :],
                     mask=(cols[:, None] < n_y) & (dims[None, :] < dim), other=0.0)
         logits = tl.dot(x, tl.trans(y), input_precision=DOT_PRECISION) * inv_temp
         logits = tl.where(cols[None, :] < n_y, logits, _MASKED)
+        positive += tl.sum(tl.where(cols[None, :] == rows[:, None] + offset, logits, 0.0), 1)
         new_max = tl.maximum(run_max, tl.max(logits, 1))
         run_sum = run_sum * tl.exp(run_max - new_max) + tl.sum(tl.exp(logits - new_max[:, None]), 1)
         run_max = new_max
-    tl.store(lse_ptr + rows, run_max + tl.log(run_sum), mask=rows < n_x)
+    row_ok = rows < n_x
+    tl.store(max_ptr + rows, run_max, mask=row_ok)
+    tl.store(logsum_ptr + rows, tl.log(run_sum), mask=row_ok)
+    tl.store(pos_ptr + rows, positive, mask=row_ok)
 
 
 @triton.jit
-def _grad_rows_kernel(x_ptr, y_ptr, lse_x_ptr, lse_y_ptr, inv_temp_ptr, coef_ptr, out_ptr, n_x, n_y, dim,
-                      stride_x, stride_y, stride_out,
+def _grad_rows_kernel(x_ptr, y_ptr, x_max_ptr, x_logsum_ptr, y_max_ptr, y_logsum_ptr, inv_temp_ptr, coef_ptr,
+                      out_ptr, n_x, n_y, dim, stride_x, stride_y, stride_out, offset,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                       DOT_PRECISION: tl.constexpr):
     pid = tl.program_id(0)
@@ -61,7 +67,8 @@ def _grad_rows_kernel(x_ptr, y_ptr, lse_x_ptr, lse_y_ptr, inv_temp_ptr, coef_ptr
     row_ok = rows < n_x
     x = tl.load(x_ptr + rows[:, None] * stride_x + dims[None, :],
                 mask=row_ok[:, None] & (dims[None, :] < dim), other=0.0)
-    lse_x = tl.load(lse_x_ptr + rows, mask=row_ok, other=0.0)
+    x_max = tl.load(x_max_ptr + rows, mask=row_ok, other=0.0)
+    x_logsum = tl.load(x_logsum_ptr + rows, mask=row_ok, other=0.0)
     inv_temp = tl.load(inv_temp_ptr)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start in range(0, n_y, BLOCK_N):
@@ -69,10 +76,14 @@ def _grad_rows_kernel(x_ptr, y_ptr, lse_x_ptr, lse_y_ptr, inv_temp_ptr, coef_ptr
         col_ok = cols < n_y
         y = tl.load(y_ptr + cols[:, None] * stride_y + dims[None, :],
                     mask=col_ok[:, None] & (dims[None, :] < dim), other=0.0)
-        lse_y = tl.load(lse_y_ptr + cols, mask=col_ok, other=0.0)
+        y_max = tl.load(y_max_ptr + cols, mask=col_ok, other=0.0)
+        y_logsum = tl.load(y_logsum_ptr + cols, mask=col_ok, other=0.0)
         logits = tl.dot(x, tl.trans(y), input_precision=DOT_PRECISION) * inv_temp
         logits = tl.where(col_ok[None, :], logits, _MASKED)
-        weights = tl.exp(logits - lse_x[:, None]) + tl.exp(logits - lse_y[None, :])
+        weights = (tl.exp((logits - x_max[:, None]) - x_logsum[:, None])
+                   + tl.exp((logits - y_max[None, :]) - y_logsum[None, :]))
+        # the −δ_ij / B term, subtracted here where p_ii ≈ 1 is still exact
+        weights = tl.where(cols[None, :] == rows[:, None] + offset, weights - 2.0, weights)
         acc += tl.dot(weights.to(y.dtype), y, input_precision=DOT_PRECISION)
     acc = acc * tl.load(coef_ptr)
     tl.store(out_ptr + rows[:, None] * stride_out + dims[None, :], acc,
@@ -88,26 +99,28 @@ def _block_d(dim: int) -> int:
     return max(16, triton.next_power_of_2(dim))
 
 
-def lse_rows(x: torch.Tensor, y: torch.Tensor, inv_temp: torch.Tensor, block: int) -> torch.Tensor:
-    """float32 ``(n_x,)``: ``lse_j (x_i · y_j · inv_temp)``."""
+def row_stats(x: torch.Tensor, y: torch.Tensor, inv_temp: torch.Tensor, block: int, offset: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float32 ``(n_x,)`` each: row max of ``S = x @ y.T · inv_temp``, log Σ exp(S − max), ``S[i, i + offset]``."""
     x, y = _prepare(x), _prepare(y)
-    out = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
+    row_max, logsum, positive = (torch.empty(x.shape[0], dtype=torch.float32, device=x.device) for _ in range(3))
     grid = (triton.cdiv(x.shape[0], block),)
-    _lse_rows_kernel[grid](x, y, inv_temp.float().contiguous(), out, x.shape[0], y.shape[0], x.shape[1],
-                           x.stride(0), y.stride(0), BLOCK_M=block, BLOCK_N=block,
-                           BLOCK_D=_block_d(x.shape[1]), DOT_PRECISION=dot_precision(x.dtype))
-    return out
+    _row_stats_kernel[grid](x, y, inv_temp.float().contiguous(), row_max, logsum, positive, x.shape[0],
+                            y.shape[0], x.shape[1], x.stride(0), y.stride(0), offset, BLOCK_M=block,
+                            BLOCK_N=block, BLOCK_D=_block_d(x.shape[1]), DOT_PRECISION=dot_precision(x.dtype))
+    return row_max, logsum, positive
 
 
-def grad_rows(x: torch.Tensor, y: torch.Tensor, lse_x: torch.Tensor, lse_y: torch.Tensor,
-              inv_temp: torch.Tensor, coef: torch.Tensor, block: int) -> torch.Tensor:
-    """float32 ``(n_x, D)``: ``coef · Σ_j (exp(S_ij − lse_x_i) + exp(S_ij − lse_y_j)) y_j``."""
+def grad_rows(x: torch.Tensor, y: torch.Tensor, x_max: torch.Tensor, x_logsum: torch.Tensor,
+              y_max: torch.Tensor, y_logsum: torch.Tensor, inv_temp: torch.Tensor, coef: torch.Tensor,
+              block: int, offset: int) -> torch.Tensor:
+    """float32 ``(n_x, D)``: ``coef · Σ_j (exp(S_ij − r_i) + exp(S_ij − c_j) − 2δ_{i+offset,j}) y_j``."""
     x, y = _prepare(x), _prepare(y)
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     grid = (triton.cdiv(x.shape[0], block),)
-    _grad_rows_kernel[grid](x, y, lse_x.float().contiguous(), lse_y.float().contiguous(),
-                            inv_temp.float().contiguous(), coef.float().contiguous(), out, x.shape[0],
-                            y.shape[0], x.shape[1], x.stride(0), y.stride(0), out.stride(0),
+    stats = [t.float().contiguous() for t in (x_max, x_logsum, y_max, y_logsum)]
+    _grad_rows_kernel[grid](x, y, *stats, inv_temp.float().contiguous(), coef.float().contiguous(), out,
+                            x.shape[0], y.shape[0], x.shape[1], x.stride(0), y.stride(0), out.stride(0), offset,
                             BLOCK_M=block, BLOCK_N=block, BLOCK_D=_block_d(x.shape[1]),
                             DOT_PRECISION=dot_precision(x.dtype))
     return out

@@ -9,8 +9,9 @@ cross-entropies. Written out, with row and column log-sum-exps ``r_i = lse_j L_i
 
 The forward pass walks over ``block × block`` tiles of ``L`` keeping running (online) log-sum-exps for the
 rows and for the columns, so only ``O(B·D + block²)`` memory is used. The backward pass recomputes each tile
-from ``a``, ``b`` and the saved ``r``, ``c`` and accumulates ``da`` and ``db``; the temperature gradient
-follows from ``da`` without another pass. Two implementations: a torch one (tiles as matmuls; CPU and GPU)
+from ``a``, ``b`` and the saved ``r``, ``c`` and accumulates ``da`` and ``db`` (the ``−δ_ij`` term is applied
+inside the diagonal tiles, where ``p_ii ≈ 1`` is still exact); the temperature gradient follows from ``da``
+without another pass. Two implementations: a torch one (tiles as matmuls; CPU and GPU)
 and Triton kernels (``_contrastive_triton.py``).
 
 Distributed form (``group=``): every rank passes its local rows; ``a`` and ``b`` are all-gathered once
@@ -45,101 +46,126 @@ def contrastive_loss_reference(a: torch.Tensor, b: torch.Tensor, temperature: fl
 
 
 # ---------------------------------------------------------------------------------------------- torch path
-def _torch_lse_rows(x: torch.Tensor, y: torch.Tensor, inv_temp: torch.Tensor, block: int) -> torch.Tensor:
-    """``lse_j (x_i · y_j / τ)`` for every row of ``x``, online over column tiles (in ``x``'s dtype)."""
-    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
-    for i in range(0, x.shape[0], block):
+# Row statistics are kept as (running max m, log of the sum of exp(L − m)) rather than one log-sum-exp: at
+# sharp temperatures the logits are ~100 and the loss ~1e-4, and rounding m + log(s) to one float32 would cost
+# more than the whole loss. The positive logit is read out of the same tile the maximum came from, so a
+# dominant positive gives (m − L_ii) = 0 exactly.
+def _tile_positives(i0: int, rows: int, j0: int, cols: int, offset: int, device) -> tuple[torch.Tensor, ...]:
+    """Tile-local (row, col) indices of the positives ``(i, i + offset)`` inside tile ``[i0:+rows, j0:+cols]``."""
+    r = torch.arange(rows, device=device)
+    c = r + (i0 + offset - j0)
+    keep = (c >= 0) & (c < cols)
+    return r[keep], c[keep]
+
+
+def _torch_row_stats(x: torch.Tensor, y: torch.Tensor, inv_temp: torch.Tensor, block: int, offset: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row of ``S = x @ y.T / τ``: (max, log Σ exp(S − max), positive ``S[i, i + offset]``), online."""
+    n = x.shape[0]
+    row_max, row_logsum, positive = (torch.empty(n, dtype=x.dtype, device=x.device) for _ in range(3))
+    for i in range(0, n, block):
         xi = x[i:i + block]
         run_max = torch.full((xi.shape[0],), -math.inf, dtype=x.dtype, device=x.device)
         run_sum = torch.zeros_like(run_max)
         for j in range(0, y.shape[0], block):
             tile = (xi @ y[j:j + block].T).mul_(inv_temp)
+            r, c = _tile_positives(i, tile.shape[0], j, tile.shape[1], offset, x.device)
+            positive[i + r] = tile[r, c]
             new_max = torch.maximum(run_max, tile.amax(1))
             run_sum = run_sum * torch.exp(run_max - new_max) + tile.sub_(new_max[:, None]).exp_().sum(1)
             run_max = new_max
-        out[i:i + block] = run_max + run_sum.log()
-    return out
+        row_max[i:i + block], row_logsum[i:i + block] = run_max, run_sum.log()
+    return row_max, row_logsum, positive
 
 
-def _torch_lse_both(a: torch.Tensor, b: torch.Tensor, inv_temp: torch.Tensor, block: int
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column log-sum-exps of ``a @ b.T / τ`` in one pass over the tiles (float32)."""
+def _torch_both_stats(a: torch.Tensor, b: torch.Tensor, inv_temp: torch.Tensor, block: int
+                      ) -> tuple[torch.Tensor, ...]:
+    """Row and column statistics of ``a @ b.T / τ`` in one pass over the tiles (online in both directions)."""
     n = a.shape[0]
-    row_lse = torch.empty(n, dtype=a.dtype, device=a.device)
+    row_max, row_logsum, positive = (torch.empty(n, dtype=a.dtype, device=a.device) for _ in range(3))
     col_max = torch.full((n,), -math.inf, dtype=a.dtype, device=a.device)
     col_sum = torch.zeros_like(col_max)
     for i in range(0, n, block):
         ai = a[i:i + block]
-        row_max = torch.full((ai.shape[0],), -math.inf, dtype=a.dtype, device=a.device)
-        row_sum = torch.zeros_like(row_max)
+        run_max = torch.full((ai.shape[0],), -math.inf, dtype=a.dtype, device=a.device)
+        run_sum = torch.zeros_like(run_max)
         for j in range(0, n, block):
             tile = (ai @ b[j:j + block].T).mul_(inv_temp)
-            new_row_max = torch.maximum(row_max, tile.amax(1))
+            if i == j:
+                positive[i:i + block] = tile.diagonal()
+            new_row_max = torch.maximum(run_max, tile.amax(1))
             new_col_max = torch.maximum(col_max[j:j + block], tile.amax(0))
-            row_sum = row_sum * torch.exp(row_max - new_row_max) + (tile - new_row_max[:, None]).exp_().sum(1)
+            run_sum = run_sum * torch.exp(run_max - new_row_max) + (tile - new_row_max[:, None]).exp_().sum(1)
             col_sum[j:j + block] = (col_sum[j:j + block] * torch.exp(col_max[j:j + block] - new_col_max)
                                     + tile.sub_(new_col_max[None, :]).exp_().sum(0))
-            row_max = new_row_max
+            run_max = new_row_max
             col_max[j:j + block] = new_col_max
-        row_lse[i:i + block] = row_max + row_sum.log()
-    return row_lse, col_max + col_sum.log()
+        row_max[i:i + block], row_logsum[i:i + block] = run_max, run_sum.log()
+    return row_max, row_logsum, positive, col_max, col_sum.log(), positive
 
 
-def _torch_grad_rows(x: torch.Tensor, y: torch.Tensor, lse_x: torch.Tensor, lse_y: torch.Tensor,
-                     inv_temp: torch.Tensor, coef: torch.Tensor, block: int) -> torch.Tensor:
-    """``coef · Σ_j (exp(S_ij − lse_x_i) + exp(S_ij − lse_y_j)) y_j`` with ``S = x @ y.T / τ`` (float32)."""
+def _tile_weights(tile, x_max, x_logsum, y_max, y_logsum):
+    """``exp(S − r_i) + exp(S − c_j)`` of one tile (overwrites ``tile``)."""
+    weights = (tile - x_max[:, None]).sub_(x_logsum[:, None]).exp_()
+    return weights.add_(tile.sub_(y_max[None, :]).sub_(y_logsum[None, :]).exp_())
+
+
+def _torch_grad_rows(x, y, x_max, x_logsum, y_max, y_logsum, inv_temp, coef, block, offset):
+    """``coef · Σ_j (exp(S_ij − r_i) + exp(S_ij − c_j) − 2δ_{i+offset,j}) y_j`` with ``S = x @ y.T / τ``."""
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     for i in range(0, x.shape[0], block):
         xi = x[i:i + block]
         acc = torch.zeros(xi.shape, dtype=x.dtype, device=x.device)
+        sl = slice(i, i + block)
         for j in range(0, y.shape[0], block):
-            tile = (xi @ y[j:j + block].T).mul_(inv_temp)
-            weights = (tile - lse_x[i:i + block, None]).exp_()
-            weights.add_(tile.sub_(lse_y[None, j:j + block]).exp_())
-            acc.addmm_(weights, y[j:j + block])
-        out[i:i + block] = acc.mul_(coef)
+            yj, sj = y[j:j + block], slice(j, j + block)
+            weights = _tile_weights((xi @ yj.T).mul_(inv_temp), x_max[sl], x_logsum[sl], y_max[sj], y_logsum[sj])
+            r, c = _tile_positives(i, weights.shape[0], j, weights.shape[1], offset, x.device)
+            weights[r, c] -= 2  # the −δ_ij / B term, subtracted where p_ii ≈ 1 is still exact
+            acc.addmm_(weights, yj)
+        out[sl] = acc.mul_(coef)
     return out
 
 
-def _torch_grad_both(a: torch.Tensor, b: torch.Tensor, row_lse: torch.Tensor, col_lse: torch.Tensor,
-                     inv_temp: torch.Tensor, coef: torch.Tensor, block: int
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The softmax parts of ``da`` and ``db`` in one pass over the tiles (each tile computed once)."""
+def _torch_grad_both(a, b, row_max, row_logsum, col_max, col_logsum, inv_temp, coef, block):
+    """``da`` and ``db`` in one pass over the tiles (each tile computed once)."""
     da = torch.zeros(a.shape, dtype=a.dtype, device=a.device)
     db = torch.zeros(b.shape, dtype=b.dtype, device=b.device)
     for i in range(0, a.shape[0], block):
-        ai = a[i:i + block]
+        ai, si = a[i:i + block], slice(i, i + block)
         for j in range(0, b.shape[0], block):
-            bj = b[j:j + block]
-            tile = (ai @ bj.T).mul_(inv_temp)
-            weights = (tile - row_lse[i:i + block, None]).exp_()
-            weights.add_(tile.sub_(col_lse[None, j:j + block]).exp_())
-            da[i:i + block].addmm_(weights, bj)
-            db[j:j + block].addmm_(weights.T, ai)
+            bj, sj = b[j:j + block], slice(j, j + block)
+            weights = _tile_weights((ai @ bj.T).mul_(inv_temp), row_max[si], row_logsum[si], col_max[sj],
+                                    col_logsum[sj])
+            if i == j:
+                weights.diagonal().sub_(2)
+            da[si].addmm_(weights, bj)
+            db[sj].addmm_(weights.T, ai)
     return da.mul_(coef), db.mul_(coef)
 
 
 # ------------------------------------------------------------------------------------------ autograd glue
 def _all_gather(t: torch.Tensor, group) -> torch.Tensor:
+    t = t.contiguous()
     parts = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(parts, t.contiguous(), group=group)
+    dist.all_gather(parts, t, group=group)
     return torch.cat(parts)
 
 
-def _lse_rows(backend: str, x, y, inv_temp, block):
+def _row_stats(backend: str, x, y, inv_temp, block, offset):
     if backend == "triton":
-        from ._contrastive_triton import lse_rows
+        from ._contrastive_triton import row_stats
 
-        return lse_rows(x, y, inv_temp, block)
-    return _torch_lse_rows(x, y, inv_temp, block)
+        return row_stats(x, y, inv_temp, block, offset)
+    return _torch_row_stats(x, y, inv_temp, block, offset)
 
 
-def _grad_rows(backend: str, x, y, lse_x, lse_y, inv_temp, coef, block):
+def _grad_rows(backend: str, x, y, x_stats, y_stats, inv_temp, coef, block, offset):
     if backend == "triton":
         from ._contrastive_triton import grad_rows
 
-        return grad_rows(x, y, lse_x, lse_y, inv_temp, coef, block)
-    return _torch_grad_rows(x, y, lse_x, lse_y, inv_temp, coef, block)
+        return grad_rows(x, y, *x_stats, *y_stats, inv_temp, coef, block, offset)
+    return _torch_grad_rows(x, y, *x_stats, *y_stats, inv_temp, coef, block, offset)
 
 
 class _ContrastiveLoss(torch.autograd.Function):
@@ -155,49 +181,49 @@ class _ContrastiveLoss(torch.autograd.Function):
         inv_temp = 1.0 / temp
 
         if group is None:
-            world, x_all, y_all = 1, x, y
-            if backend == "triton":  # one kernel, rows of (a, b) then rows of (b, a)
-                row_lse = _lse_rows(backend, x, y, inv_temp, block)
-                col_lse = _lse_rows(backend, y, x, inv_temp, block)
+            world, offset, x_all, y_all = 1, 0, x, y
+            if backend == "triton":  # one kernel: rows of (a, b), then rows of (b, a) for the columns
+                row_max, row_logsum, row_pos = _row_stats(backend, x, y, inv_temp, block, 0)
+                col_max, col_logsum, col_pos = _row_stats(backend, y, x, inv_temp, block, 0)
             else:
-                row_lse, col_lse = _torch_lse_both(x, y, inv_temp, block)
+                row_max, row_logsum, row_pos, col_max, col_logsum, col_pos = _torch_both_stats(x, y, inv_temp, block)
         else:
             world = dist.get_world_size(group)
+            offset = dist.get_rank(group) * a.shape[0]  # global index of this rank's first row
             x_all, y_all = _all_gather(x, group), _all_gather(y, group)
-            row_lse = _lse_rows(backend, x, y_all, inv_temp, block)
-            col_lse = _lse_rows(backend, y, x_all, inv_temp, block)
-        row_lse, col_lse = row_lse.to(acc_dtype), col_lse.to(acc_dtype)
+            row_max, row_logsum, row_pos = _row_stats(backend, x, y_all, inv_temp, block, offset)
+            col_max, col_logsum, col_pos = _row_stats(backend, y, x_all, inv_temp, block, offset)
         n_global = a.shape[0] * world
-        positives = (x.to(acc_dtype) * y.to(acc_dtype)).sum(1) * inv_temp
-        loss = (row_lse.sum() + col_lse.sum()) / (2 * n_global) - positives.sum() / n_global
+        loss = (((row_max - row_pos) + row_logsum).sum() + ((col_max - col_pos) + col_logsum).sum()) / (2 * n_global)
+        row_stats = torch.stack([row_max, row_logsum])
+        col_stats = torch.stack([col_max, col_logsum])
         if group is None:
-            row_lse_all, col_lse_all = row_lse, col_lse
-        else:  # backward needs every rank's log-sum-exps (B_global floats) for its own rows' gradients
-            row_lse_all, col_lse_all = _all_gather(row_lse, group), _all_gather(col_lse, group)
+            row_stats_all, col_stats_all = row_stats, col_stats
+        else:  # backward needs every rank's statistics (2·B_global floats each) for its own rows' gradients
+            row_stats_all = _all_gather(row_stats.T, group).T
+            col_stats_all = _all_gather(col_stats.T, group).T
             dist.all_reduce(loss, group=group)
-        ctx.save_for_backward(x, y, x_all, y_all, row_lse, col_lse, row_lse_all, col_lse_all, temp)
-        ctx.backend, ctx.block, ctx.n_global, ctx.single = backend, block, n_global, group is None
+        ctx.save_for_backward(x, y, x_all, y_all, row_stats, col_stats, row_stats_all, col_stats_all, temp)
+        ctx.backend, ctx.block, ctx.n_global, ctx.offset = backend, block, n_global, offset
+        ctx.single = group is None
         ctx.temperature_meta = (temperature.dtype, temperature.shape)
         ctx.input_dtype = a.dtype
         return loss.reshape(()).to(torch.promote_types(acc_dtype, torch.float32))
 
     @staticmethod
     def backward(ctx, grad):
-        x, y, x_all, y_all, row_lse, col_lse, row_lse_all, col_lse_all, temp = ctx.saved_tensors
+        x, y, x_all, y_all, row_stats, col_stats, row_stats_all, col_stats_all, temp = ctx.saved_tensors
         acc_dtype = temp.dtype
         inv_temp = 1.0 / temp
-        coef = grad.to(acc_dtype).reshape(1) * inv_temp / (2 * ctx.n_global)  # softmax part of dL, times 1/τ
+        coef = grad.to(acc_dtype).reshape(1) * inv_temp / (2 * ctx.n_global)  # dL = coef·τ·weights; L = S/τ
         if ctx.backend == "torch" and ctx.single:
-            da, db = _torch_grad_both(x, y, row_lse, col_lse, inv_temp, coef, ctx.block)
+            da, db = _torch_grad_both(x, y, *row_stats, *col_stats, inv_temp, coef, ctx.block)
         else:
-            da = _grad_rows(ctx.backend, x, y_all, row_lse, col_lse_all, inv_temp, coef, ctx.block)
-            db = _grad_rows(ctx.backend, y, x_all, col_lse, row_lse_all, inv_temp, coef, ctx.block)
+            da = _grad_rows(ctx.backend, x, y_all, row_stats, col_stats_all, inv_temp, coef, ctx.block, ctx.offset)
+            db = _grad_rows(ctx.backend, y, x_all, col_stats, row_stats_all, inv_temp, coef, ctx.block, ctx.offset)
         da, db = da.to(acc_dtype), db.to(acc_dtype)
-        diag = 2 * coef  # the −δ_ij / B term of dL
-        da.sub_(y.to(acc_dtype) * diag)
-        db.sub_(x.to(acc_dtype) * diag)
         grad_temp = None
-        if ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[2]:  # Σ_ij dL_ij L_ij = Σ_i a_i · da_i
             t_dtype, t_shape = ctx.temperature_meta
             grad_temp = (-(x.to(acc_dtype) * da).sum() * inv_temp).reshape(t_shape).to(t_dtype)
         return da.to(ctx.input_dtype), db.to(ctx.input_dtype), grad_temp, None, None, None

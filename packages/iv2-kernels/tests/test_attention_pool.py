@@ -1,0 +1,116 @@
+"""attention_pool against a float64 attention-pooling head written out here (einsum + softmax)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from iv2_kernels import attention_pool
+
+NAMES = ("q_weight", "q_bias", "k_weight", "k_bias", "v_weight", "v_bias", "proj_weight", "proj_bias")
+
+
+def make_params(channels, inner, out_dim, with_bias=True, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    rand = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)
+    params = {
+        "norm_q.weight": 1 + 0.2 * rand(channels), "norm_q.bias": 0.2 * rand(channels),
+        "norm_k.weight": 1 + 0.2 * rand(channels), "norm_k.bias": 0.2 * rand(channels),
+        "norm_v.weight": 1 + 0.2 * rand(channels), "norm_v.bias": 0.2 * rand(channels),
+        "q_weight": rand(inner, channels) / channels**0.5, "k_weight": rand(inner, channels) / channels**0.5,
+        "v_weight": rand(inner, channels) / channels**0.5, "proj_weight": rand(out_dim, inner) / inner**0.5,
+        "proj_bias": 0.2 * rand(out_dim),
+    }
+    for name in ("q_bias", "k_bias", "v_bias"):
+        params[name] = 0.2 * rand(inner) if with_bias else None
+    return params
+
+
+def call(x, num_heads, params, backend, eps=1e-5):
+    norms = [(params[f"{n}.weight"], params[f"{n}.bias"]) for n in ("norm_q", "norm_k", "norm_v")]
+    return attention_pool(x, num_heads, *norms, *(params[n] for n in NAMES), eps=eps, backend=backend)
+
+
+def float64_attention_pool(x, num_heads, p, eps=1e-5):
+    def layer_norm(t, name):
+        mean = t.mean(-1, keepdim=True)
+        var = ((t - mean) ** 2).mean(-1, keepdim=True)
+        return (t - mean) / torch.sqrt(var + eps) * p[f"{name}.weight"] + p[f"{name}.bias"]
+
+    def linear(t, name):
+        out = t @ p[f"{name}_weight"].T
+        return out + p[f"{name}_bias"] if p[f"{name}_bias"] is not None else out
+
+    b, n, _ = x.shape
+    q = linear(layer_norm(x.mean(1), "norm_q"), "q")  # (B, inner)
+    k = linear(layer_norm(x, "norm_k"), "k")  # (B, N, inner)
+    v = linear(layer_norm(x, "norm_v"), "v")
+    head_dim = q.shape[-1] // num_heads
+    q = q.view(b, num_heads, head_dim)
+    k = k.view(b, n, num_heads, head_dim)
+    v = v.view(b, n, num_heads, head_dim)
+    attn = torch.softmax(torch.einsum("bhd,bnhd->bhn", q, k) / head_dim**0.5, dim=-1)
+    pooled = torch.einsum("bhn,bnhd->bhd", attn, v).reshape(b, -1)
+    return linear(pooled, "proj")
+
+
+CASES = [  # (batch, tokens, channels, heads, inner, out_dim, q/k/v biases)
+    (2, 9, 96, 4, 96, 24, True),
+    (2, 9, 96, 4, 96, 24, False),
+    (1, 1, 40, 2, 32, 8, True),  # a single token
+    (3, 37, 80, 16, 64, 16, False),  # tokens > one tile, channels not a multiple of the tile
+    (1, 5, 1408, 16, 64, 8, True),  # the 1B model's width
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "B{}N{}C{}H{}{}".format(*c[:4], "" if c[6] else "-nobias"))
+def test_float32_matches_float64(case, backend):
+    b, n, c, heads, inner, out_dim, with_bias = case
+    params = make_params(c, inner, out_dim, with_bias)
+    x = 0.5 + 2 * torch.randn(b, n, c, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grad_out = torch.randn(b, out_dim, dtype=torch.float64)
+    names = [k for k, v in params.items() if v is not None]
+
+    ref_params = {k: (v.clone().requires_grad_() if v is not None else None) for k, v in params.items()}
+    x_ref = x.clone().requires_grad_()
+    y_ref = float64_attention_pool(x_ref, heads, ref_params)
+    grads_ref = torch.autograd.grad((y_ref * grad_out).sum(), [x_ref] + [ref_params[k] for k in names])
+
+    ours = {k: (v.float().requires_grad_() if v is not None else None) for k, v in params.items()}
+    x32 = x.float().requires_grad_()
+    y = call(x32, heads, ours, backend)
+    assert y.shape == (b, out_dim) and y.dtype == torch.float32
+    torch.testing.assert_close(y.double(), y_ref.detach(), rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad((y * grad_out.float()).sum(), [x32] + [ours[k] for k in names],
+                                allow_unused=True)
+    for name, got, want in zip(["x", *names], grads, grads_ref):
+        assert got is not None, f"no gradient for {name}"
+        scale = want.abs().max().item()
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5 * max(scale, 1.0), msg=name)
+
+
+def test_float16_triton_matches_float64(triton_backend):
+    params = make_params(48, 32, 8)
+    x = torch.randn(2, 11, 48, dtype=torch.float64)
+    y = call(x.half(), 4, {k: (v.half() if v is not None else None) for k, v in params.items()}, triton_backend)
+    assert y.dtype == torch.float16
+    halved = {k: (v.half().double() if v is not None else None) for k, v in params.items()}
+    torch.testing.assert_close(y.double(), float64_attention_pool(x.half().double(), 4, halved),
+                               rtol=1e-2, atol=1e-2)
+
+
+def test_bad_input_raises_value_error(backend):
+    params = {k: (v.float() if v is not None else None) for k, v in make_params(16, 16, 4).items()}
+    x = torch.randn(2, 3, 16)
+    with pytest.raises(ValueError, match=r"x must be \(B, N, C\), got shape \(3, 16\)"):
+        call(x[0], 2, params, backend)
+    with pytest.raises(ValueError, match=r"q_weight must have shape \(16, 12\)"):
+        call(torch.randn(2, 3, 12), 2, params, backend)
+    with pytest.raises(ValueError, match="not divisible by 3 heads"):
+        call(x, 3, params, backend)
+    with pytest.raises(ValueError, match="x must be floating point"):
+        call(x.long(), 2, params, backend)
+    with pytest.raises(ValueError, match="proj_bias is on meta"):
+        call(x, 2, {**params, "proj_bias": params["proj_bias"].to("meta")}, backend)
+    with pytest.raises(ValueError, match=r"norm_v.bias must have shape \(16,\)"):
+        call(x, 2, {**params, "norm_v.bias": torch.zeros(15)}, backend)
