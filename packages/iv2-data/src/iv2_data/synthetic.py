@@ -34,6 +34,7 @@ __all__ = [
     "render_audio",
     "render_frames",
     "write_corpus",
+    "write_video",
 ]
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -145,9 +146,17 @@ def clip_spec(index: int, seed: int = 0) -> ClipSpec:
         background=BACKGROUNDS[rng.integers(len(BACKGROUNDS))],
         count=int(COUNTS[rng.integers(len(COUNTS))]),
         anchor=(float(rng.uniform(0.0, 1.0)), float(rng.uniform(0.0, 1.0))),
-        tint=tuple(int(v) for v in rng.integers(70, 150, size=3)),
+        tint=_muted_colour(rng),
         texture_seed=int(rng.integers(2**31)),
     )
+
+
+def _muted_colour(rng: np.random.Generator) -> tuple[int, int, int]:
+    """A background tint of any hue, moderately saturated and darkish, so saturated objects stand out."""
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.25, 0.5), rng.uniform(0.4, 0.6))
+    return (round(r * 255), round(g * 255), round(b * 255))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -389,6 +398,14 @@ class SyntheticCorpus:
 
 # ---------------------------------------------------------------------------------------------------------
 # On disk
+
+
+def write_video(
+    path: str | os.PathLike[str], frames: np.ndarray, fps: int, audio: np.ndarray | None = None,
+    sample_rate: int = 16_000,
+) -> None:
+    """Write RGB ``frames`` ``(T, H, W, 3)`` uint8 as H.264 mp4, with mono float ``audio`` as AAC if given."""
+    _write_mp4(Path(path), frames, fps, audio, sample_rate)
 
 
 def _write_mp4(path: Path, frames: np.ndarray, fps: int, audio: np.ndarray | None, sample_rate: int) -> None:

@@ -1,0 +1,193 @@
+"""Curation pipeline end to end on generated videos with real cuts, plus its stages one by one."""
+
+from __future__ import annotations
+
+import colorsys
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from iv2_data.curate import (
+    ClipRules,
+    ConstantCaptioner,
+    ContentSceneDetector,
+    CurationConfig,
+    FrameDifferenceBoundaryModel,
+    FunctionCaptioner,
+    HashingEmbedder,
+    LearnedSceneDetector,
+    TemplateFuser,
+    curate,
+    deduplicate,
+)
+from iv2_data.synthetic import COLOURS, clip_spec, render_audio, render_frames, write_video
+
+FPS, SCENE_FRAMES, SIZE = 8, 12, 64
+SCENE_SECONDS = SCENE_FRAMES / FPS
+
+
+def scene_spec(index: int, colour: str, hue: float):
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.4, 0.5)
+    return replace(clip_spec(index), colour=colour, tint=(round(r * 255), round(g * 255), round(b * 255)))
+
+
+def write_scenes(path: Path, specs: list) -> None:
+    """One video made of several synthetic scenes back to back: hard cuts between them."""
+    frames = np.concatenate([render_frames(s, SCENE_FRAMES, SIZE) for s in specs])
+    audio = np.concatenate([render_audio(s, SCENE_SECONDS) for s in specs])
+    write_video(path, frames, FPS, audio)
+
+
+@pytest.fixture(scope="module")
+def raw_videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("raw")
+    red = scene_spec(0, "red", 0.55)
+    write_scenes(root / "a.mp4", [red, scene_spec(1, "green", 0.05), scene_spec(2, "blue", 0.3)])
+    # b starts with exactly a's first scene (a duplicate clip), then a yellow scene.
+    write_scenes(root / "b.mp4", [red, scene_spec(3, "yellow", 0.75)])
+    (root / "broken.mp4").write_bytes(b"\x00\x01 this is not a video" * 10)
+    return root
+
+
+def colour_of_clip(path: str) -> str:
+    """A stand-in video captioner: names the object colour found in the clip's middle frame."""
+    from iv2_data.video import read_frames
+
+    frame = read_frames(path, 1, "middle")[0].numpy().astype(int)
+    counts = {name: int((np.abs(frame - np.array(rgb)).sum(-1) < 90).sum()) for name, rgb in COLOURS.items()}
+    return f"a {max(counts, key=counts.get)} object moving"
+
+
+def test_clip_rules() -> None:
+    rules = ClipRules(min_seconds=1.0, max_seconds=10.0, edge_seconds=0.1)
+    clips = rules.apply([(0.0, 0.5), (0.5, 5.0), (5.0, 26.0)])
+    assert clips[0] == pytest.approx((0.6, 4.9))
+    assert len(clips) == 4 and all(b - a <= 10.0 for a, b in clips)
+    assert clips[1][0] == pytest.approx(5.1) and clips[-1][1] == pytest.approx(25.9)
+    with pytest.raises(ValueError):
+        ClipRules(min_seconds=5, max_seconds=2)
+
+
+def test_content_detector_finds_the_real_cuts(raw_videos: Path) -> None:
+    pytest.importorskip("scenedetect", reason="the curate extra (scenedetect) is not installed")
+    scenes = ContentSceneDetector(threshold=27.0, min_scene_frames=4).detect(raw_videos / "a.mp4")
+    expected = [(k * SCENE_SECONDS, (k + 1) * SCENE_SECONDS) for k in range(3)]
+    assert len(scenes) == 3
+    for (start, end), (want_start, want_end) in zip(scenes, expected):
+        assert abs(start - want_start) <= 1 / FPS + 1e-6 and abs(end - want_end) <= 1 / FPS + 1e-6
+
+
+def test_learned_detector_interface(raw_videos: Path) -> None:
+    scenes = LearnedSceneDetector(FrameDifferenceBoundaryModel(), threshold=0.5).detect(raw_videos / "b.mp4")
+    assert [t for scene in scenes for t in scene] == pytest.approx(
+        [0.0, SCENE_SECONDS, SCENE_SECONDS, 2 * SCENE_SECONDS]
+    )
+
+
+def test_deduplicate_keeps_the_first_of_near_copies() -> None:
+    import torch
+
+    e = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.99, 0.05], [0.7, 0.7]])
+    assert deduplicate(e, 0.95) == [0, 1, 3]
+    assert deduplicate(e, 0.95, order=[2, 0, 1, 3]) == [1, 2, 3]
+
+
+class CountingCaptioner:
+    def __init__(self, wrong_for: str) -> None:
+        self.calls = 0
+        self.wrong_for = wrong_for
+
+    def caption_video(self, path) -> str:
+        self.calls += 1
+        caption = colour_of_clip(str(path))
+        # One clip gets a wrong caption, which the similarity filter must catch.
+        return "a magenta object moving" if self.wrong_for in caption else caption
+
+
+def test_pipeline_end_to_end_and_resume(raw_videos: Path, tmp_path: Path) -> None:
+    pytest.importorskip("scenedetect", reason="the curate extra (scenedetect) is not installed")
+    pytest.importorskip("webdataset", reason="the shards extra (webdataset) is not installed")
+    captioner = CountingCaptioner(wrong_for="yellow")
+    config = CurationConfig(
+        detector=ContentSceneDetector(threshold=27.0, min_scene_frames=4),
+        rules=ClipRules(min_seconds=1.0, max_seconds=10.0, edge_seconds=1 / FPS),
+        video_captioner=captioner,
+        audio_captioner=ConstantCaptioner("a steady tone"),
+        speech_recognizer=ConstantCaptioner(""),
+        fuser=TemplateFuser(),
+        embedder=HashingEmbedder(video_function=colour_of_clip),
+        min_similarity=0.55,  # right captions score 0.63 here, the wrong one 0.47
+        dedup_threshold=0.95,
+        samples_per_shard=2,
+        progress=False,
+    )
+    out = tmp_path / "curated"
+    result = curate([raw_videos], out, config)
+    assert result.num_inputs == 3 and result.num_clips == 5
+    assert [e["stage"] for e in result.errors] == ["segment"] and "broken.mp4" in result.errors[0]["item"]
+
+    rows = [json.loads(line) for line in result.annotations.read_text().splitlines()]
+    assert [r["caption"] for r in rows] == [
+        f"a {c} object moving, with a steady tone" for c in ("red", "green", "blue")
+    ]
+    assert {r["source"] for r in rows} == {str((raw_videos / "a.mp4").resolve())}
+    for row in rows:  # clips lie inside their scene, a frame away from each cut
+        scene = round(row["start"] / SCENE_SECONDS - 0.5)
+        assert scene * SCENE_SECONDS < row["start"] < row["end"] < (scene + 1) * SCENE_SECONDS
+
+    decisions = {
+        json.loads(line)["clip"]: json.loads(line)
+        for line in (out / "manifests" / "filter.jsonl").read_text().splitlines()
+    }
+    assert decisions["clips/b-000.mp4"]["reason"] == "duplicate of clips/a-000.mp4"
+    assert decisions["clips/b-001.mp4"]["reason"].startswith("caption similarity")
+    assert sum(d["kept"] for d in decisions.values()) == 3
+
+    from iv2_data.shards import ShardManifest
+
+    assert ShardManifest.load(out / "shards").num_samples == 3
+    pytest.importorskip("torchaudio", reason="the audio extra (torchaudio) is not installed")
+    from iv2_data.datasets import VideoAudioTextDataset
+
+    sample = VideoAudioTextDataset(result.annotations, out, num_frames=4, size=32)[0]
+    assert sample["has_audio"] and sample["video"].shape == (3, 4, 32, 32)
+
+    # A rerun finds every stage done: no clip re-cut, nothing re-captioned, the same output.
+    calls, stamp = captioner.calls, (out / "clips" / "a-001.mp4").stat().st_mtime_ns
+    lines = (out / "manifests" / "caption.jsonl").read_text()
+    again = curate([raw_videos], out, config)
+    assert captioner.calls == calls and (out / "clips" / "a-001.mp4").stat().st_mtime_ns == stamp
+    assert (out / "manifests" / "caption.jsonl").read_text() == lines
+    assert again.annotations.read_text() == result.annotations.read_text()
+
+
+def test_cli_curate(raw_videos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("scenedetect", reason="the curate extra (scenedetect) is not installed")
+    from iv2_data.cli import main
+
+    out = tmp_path / "cli"
+    code = main(
+        [
+            "curate",
+            str(raw_videos / "a.mp4"),
+            "--output",
+            str(out),
+            "--min-scene-frames",
+            "4",
+            "--min-seconds",
+            "1",
+            "--quiet",
+        ]
+    )
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and summary["clips"] == 3 and summary["kept"] == 0  # no captioner: nothing to keep
+    code = main(["curate", str(raw_videos / "broken.mp4"), "--output", str(tmp_path / "x"), "--quiet"])
+    assert code == 2
+
+
+def test_function_captioner_roles() -> None:
+    double = FunctionCaptioner(lambda p: p.upper())
+    assert double.caption_video("a") == double.caption_audio("a") == double.transcribe("a") == "A"
