@@ -73,8 +73,10 @@ def write_video(
     options: dict[str, str] | None = None,
     pts: list[int] | None = None,
     container_options: dict[str, str] | None = None,
+    rotation: int = 0,
 ) -> pathlib.Path:
-    """Write ``num_frames`` index frames; ``pts`` (in 1/1000 s) gives irregular timestamps."""
+    """Write ``num_frames`` index frames; ``pts`` (in 1/1000 s) gives irregular timestamps; ``rotation``
+    stores a display rotation (counter-clockwise degrees) in the container."""
     defaults = {
         "libx264": {"crf": "12", "preset": "ultrafast", "bf": "2"},
         "libvpx-vp9": {"crf": "10", "b": "0", "deadline": "realtime", "cpu-used": "8"},
@@ -87,6 +89,8 @@ def write_video(
         stream.options = {**defaults, **(options or {})}
         if codec == "mpeg4":
             stream.bit_rate = 2_000_000
+        if rotation:
+            stream.set_display_rotation(rotation)  # degrees counter-clockwise, as phones record portrait
         if pts is not None:
             stream.time_base = fractions.Fraction(1, 1000)
             stream.codec_context.time_base = fractions.Fraction(1, 1000)

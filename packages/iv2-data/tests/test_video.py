@@ -7,6 +7,7 @@ were read, not only shapes.
 from __future__ import annotations
 
 import itertools
+import os
 import pathlib
 import pickle
 
@@ -174,6 +175,29 @@ def test_vfr_sampling_is_by_frame_not_by_time(vfr_mp4, frame_ids):
     assert frame_ids(read_frames(vfr_mp4, 6)) == sample_frame_indices(30, 6)
 
 
+def test_unusable_seeking_falls_back_to_counting(long_mp4, frame_ids, monkeypatch):
+    def broken_seek(self, *args, **kwargs):
+        raise av.error.PermissionError(1, "seeking disabled by the test")
+
+    monkeypatch.setattr(av.container.InputContainer, "seek", broken_seek)
+    assert frame_ids(read_frames(long_mp4, 8)) == sample_frame_indices(300, 8)
+
+
+def test_single_thread_decoding_gives_the_same_frames(long_mp4):
+    torch.testing.assert_close(read_frames(long_mp4, 5, threads=1), read_frames(long_mp4, 5))
+
+
+def test_display_rotation_is_applied(video_dir, video_tools):
+    path = video_tools.write_video(video_dir / "rotated.mp4", 6, rotation=90)
+    coded = read_frames(path, 2, auto_rotate=False)
+    upright = read_frames(path, 2)
+    assert coded.shape == (2, 48, 64, 3)
+    assert upright.shape == (2, 64, 48, 3)
+    # 90° counter-clockwise: the coded picture's top row becomes the left column, read bottom-up
+    torch.testing.assert_close(upright[:, :, 0], coded[:, 0].flip(1))
+    assert read_clip(path, 2, 32).shape == (3, 2, 32, 32)
+
+
 # --- read_clip: shape, transform, normalisation ------------------------------------------------------------
 
 
@@ -222,6 +246,20 @@ def test_read_clip_is_transform_of_read_frames(odd_size_mp4):
     frames = read_frames(odd_size_mp4, 4)
     expected = CenterCropTransform(56)(frames)
     torch.testing.assert_close(read_clip(odd_size_mp4, 4, 56), expected)
+
+
+def test_custom_transform_gets_uint8_frames_and_the_generator(h264_mp4):
+    seen = {}
+
+    def transform(frames, generator=None):
+        seen["frames"], seen["generator"] = frames, generator
+        return frames.float().mean()
+
+    g = torch.Generator().manual_seed(0)
+    out = read_clip(h264_mp4, 3, transform=transform, generator=g)
+    assert seen["frames"].dtype == torch.uint8 and seen["frames"].shape == (3, 48, 64, 3)
+    assert seen["generator"] is g
+    assert out == seen["frames"].float().mean()
 
 
 def test_train_clip_seeded_and_random(long_mp4):
@@ -285,6 +323,16 @@ def test_audio_only_file_has_no_video_stream(video_dir):
             container.mux(packet)
     with pytest.raises(VideoReadError, match="no video stream"):
         read_clip(path)
+
+
+def test_fifo_is_refused_without_blocking(video_dir):
+    fifo = video_dir / "pipe.mp4"
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    with pytest.raises(VideoReadError, match="not a regular file"):
+        read_clip(fifo)
 
 
 def test_directory_is_an_error(video_dir):

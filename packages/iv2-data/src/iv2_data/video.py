@@ -131,6 +131,8 @@ def _open(path: str) -> av.container.InputContainer:
         raise VideoReadError(path, "no such file")
     if os.path.isdir(path):
         raise VideoReadError(path, "is a directory, not a video file")
+    if not os.path.isfile(path):  # a FIFO or device would block or never end
+        raise VideoReadError(path, "not a regular file")
     if os.path.getsize(path) == 0:
         raise VideoReadError(path, "the file is empty (0 bytes)")
     try:
@@ -244,14 +246,26 @@ class _UnreliableTimestamps(Exception):
 class _Decoder:
     """Decodes frames of one stream in presentation order, packet by packet, tolerating damaged packets."""
 
-    def __init__(self, container, stream, path: str, wanted_pts: frozenset[int] | None = None) -> None:
+    def __init__(
+        self,
+        container,
+        stream,
+        path: str,
+        wanted_pts: frozenset[int] | None = None,
+        *,
+        auto_rotate: bool = True,
+    ) -> None:
         self.container, self.stream, self.path = container, stream, path
+        self.auto_rotate = auto_rotate
         # With the timestamps of the wanted frames known, packets of other frames that no frame refers to
         # (non-reference B-frames) need not be decoded at all: FFmpeg's skip_frame=NONREF drops them. It is
         # switched per packet, before the packet is sent, so each wanted frame is decoded in full.
         self.wanted_pts = wanted_pts
         self.decode_errors = 0
         self.last_error: Exception | None = None
+
+    def rgb(self, frame) -> np.ndarray:
+        return _to_rgb(frame, self.auto_rotate)
 
     def frames(self, seek_dts: int | None = None):
         """Frames from the keyframe at or before ``seek_dts`` (stream time base), or from where the demuxer
@@ -292,8 +306,13 @@ class _Decoder:
             yield from frames
 
 
-def _to_rgb(frame) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24")
+def _to_rgb(frame, auto_rotate: bool = True) -> np.ndarray:
+    rgb = frame.to_ndarray(format="rgb24")
+    if auto_rotate and frame.rotation:
+        # The display matrix (phone videos) says how to turn the coded picture to show it upright;
+        # ``rotation`` is that angle counter-clockwise, which is what np.rot90 turns by.
+        rgb = np.ascontiguousarray(np.rot90(rgb, round(frame.rotation / 90) % 4))
+    return rgb
 
 
 def _prepare(stream, threads: int) -> None:
@@ -309,6 +328,7 @@ def read_frames(
     indices: Sequence[int] | None = None,
     generator: torch.Generator | None = None,
     threads: int = 0,
+    auto_rotate: bool = True,
 ) -> torch.Tensor:
     """Decode ``num_frames`` frames picked by ``sampling`` (or the given frame ``indices``) as RGB ``uint8``
     ``(T, H, W, 3)``.
@@ -316,7 +336,8 @@ def read_frames(
     Raises :class:`VideoReadError` for a missing, empty, non-video, truncated or undecodable file. Frames the
     container lists but that do not decode are replaced by the next frame that does (or the last one, at the
     end); a file of which no frame decodes is an error. ``threads`` is FFmpeg's decoding thread count
-    (0: as many as it sees fit).
+    (0: as many as it sees fit). ``auto_rotate`` turns frames of videos with a display rotation (phone
+    videos) upright, as players show them.
     """
     path = os.fspath(path)
     by_index = None
@@ -333,7 +354,8 @@ def read_frames(
         decoder = None
         if info.frame_pts is not None:
             _prepare(stream, threads)
-            decoder = _Decoder(container, stream, path, frozenset(info.frame_pts[i] for i in wanted))
+            wanted_pts = frozenset(info.frame_pts[i] for i in wanted)
+            decoder = _Decoder(container, stream, path, wanted_pts, auto_rotate=auto_rotate)
             try:
                 by_index = _decode_by_pts(decoder, info, wanted)
             except _UnreliableTimestamps:
@@ -343,7 +365,7 @@ def read_frames(
         with _open(path) as container:
             stream = _video_stream(container, path)
             _prepare(stream, threads)
-            decoder = _Decoder(container, stream, path)
+            decoder = _Decoder(container, stream, path, auto_rotate=auto_rotate)
             by_index = _decode_by_count(decoder, wanted)
     if not by_index:
         detail = f" (last error: {decoder.last_error})" if decoder.last_error else ""
@@ -403,7 +425,7 @@ def _decode_by_pts(decoder: _Decoder, info: VideoInfo, wanted: list[int]) -> dic
             last_frame = frame
             if pts < targets[t]:
                 continue
-            rgb = _to_rgb(frame)
+            rgb = decoder.rgb(frame)
             while t < len(targets) and pts >= targets[t]:
                 out[wanted[t]] = rgb
                 t += 1
@@ -420,7 +442,7 @@ def _decode_by_pts(decoder: _Decoder, info: VideoInfo, wanted: list[int]) -> dic
                 raise _UnreliableTimestamps(f"nothing decoded after seeking to {start_pts}")
             # The stream ended before the remaining targets (frames listed but not decodable): repeat the
             # last frame that decoded.
-            rgb = _to_rgb(last_frame)
+            rgb = decoder.rgb(last_frame)
             while t < len(targets):
                 out[wanted[t]] = rgb
                 t += 1
@@ -436,7 +458,7 @@ def _decode_by_count(decoder: _Decoder, wanted: list[int]) -> dict[int, np.ndarr
     for index, frame in enumerate(frames):
         last = frame
         if index == wanted[t]:
-            rgb = _to_rgb(frame)
+            rgb = decoder.rgb(frame)
             while t < len(wanted) and wanted[t] == index:
                 out[wanted[t]] = rgb
                 t += 1
@@ -444,7 +466,7 @@ def _decode_by_count(decoder: _Decoder, wanted: list[int]) -> dict[int, np.ndarr
                 break
     frames.close()
     if last is not None and t < len(wanted):
-        rgb = _to_rgb(last)
+        rgb = decoder.rgb(last)
         for i in wanted[t:]:
             out[i] = rgb
     return out
@@ -465,14 +487,15 @@ def read_clip(
     generator: torch.Generator | None = None,
     seed: int | None = None,
     threads: int = 0,
+    auto_rotate: bool = True,
 ) -> torch.Tensor:
     """Read ``num_frames`` frames of a video as a normalised ``float32`` tensor ``(3, T, size, size)``.
 
     ``sampling`` picks the frames (see :func:`sample_frame_indices`): ``"middle"`` (evaluation, default),
-    ``"random"`` (training) or ``"get_index"`` (the chat models' rule). The frames are transformed by
-    ``transform`` when given, else by :class:`~iv2_data.transforms.RandomResizedCropTransform`
-    (``train=True``) or :class:`~iv2_data.transforms.CenterCropTransform` (short side to ``size``, centre
-    crop), both with
+    ``"random"`` (training) or ``"get_index"`` (the chat models' rule). The frames, RGB ``uint8``
+    ``(T, H, W, 3)``, then go through ``transform(frames, generator=...)`` when given (``size`` is then the
+    transform's business), else :class:`~iv2_data.transforms.RandomResizedCropTransform` (``train=True``) or
+    :class:`~iv2_data.transforms.CenterCropTransform` (short side to ``size``, centre crop), both ending in
     ImageNet mean/std normalisation. Randomness (random sampling, crop, flip) comes from ``generator``, or a
     fresh generator seeded with ``seed``, else torch's global generator.
 
@@ -480,7 +503,7 @@ def read_clip(
     """
     if generator is None and seed is not None:
         generator = torch.Generator().manual_seed(seed)
-    frames = read_frames(path, num_frames, sampling, generator=generator, threads=threads)
+    frames = read_frames(path, num_frames, sampling, generator=generator, threads=threads, auto_rotate=auto_rotate)
     if transform is None:
         transform = RandomResizedCropTransform(size) if train else CenterCropTransform(size)
     return transform(frames, generator=generator)
