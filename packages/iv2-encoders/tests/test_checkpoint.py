@@ -184,3 +184,21 @@ def test_create_model_with_pretrained_path(tmp_path, source):
     torch.testing.assert_close(model.eval()(video).pooled, source(video).pooled)
     with pytest.raises(FileNotFoundError, match="not-here"):
         create_model("internvideo2-tiny", pretrained=tmp_path / "not-here.pt")
+
+
+def test_vision_tower_inside_a_chat_checkpoint(tmp_path, source):
+    """IV2-chat builds depth-1 blocks, no pooling head, a separate image table, under ``vision_encoder.``
+    beside the QFormer, the projection and the LLM."""
+    sd = {"vision_encoder." + k: v for k, v in source.state_dict().items()
+          if not k.startswith(("blocks.1.", "clip_projector."))}
+    sd["vision_encoder.img_pos_embed"] = torch.randn(1, 1 + 9, 48)
+    others = ["vision_layernorm.weight", "qformer.bert.encoder.layer.0.attention.self.query.weight",
+              "query_tokens", "project_up.weight", "lm.model.layers.0.self_attn.q_proj.weight"]
+    sd.update({k: torch.zeros(2, 2) for k in others})
+    target = build()
+    result = load_checkpoint(target, _write(tmp_path / "chat.safetensors", sd))
+    assert result.prefix == "vision_encoder."
+    assert sorted(result.dropped) == sorted(others)
+    assert result.missing == sorted(k for k in source.state_dict() if k.startswith(("blocks.1.", "clip_projector.")))
+    torch.testing.assert_close(target.img_pos_embed.detach(), sd["vision_encoder.img_pos_embed"])
+    torch.testing.assert_close(target.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
