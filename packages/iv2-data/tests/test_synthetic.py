@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from iv2_data.synthetic import (
 
 
 def object_centroid(frame: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
-    mask = (np.abs(frame.astype(int) - np.array(colour)).sum(-1) == 0)
+    mask = np.abs(frame.astype(int) - np.array(colour)).sum(-1) == 0
     ys, xs = np.nonzero(mask)
     assert ys.size > 0, "object not visible"
     return np.array([ys.mean(), xs.mean()])
@@ -142,3 +143,14 @@ def test_written_video_decodes_to_the_rendered_clip(tmp_path: Path) -> None:
     rendered = render_frames(clip_spec(0), 4, 32)
     assert decoded.shape == rendered.shape
     assert np.abs(decoded.astype(int) - rendered).mean() < 12  # lossy H.264 / 4:2:0 chroma, but the same clip
+
+
+def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from iv2_data.cli import main
+
+    code = main(["synth", "--output", str(tmp_path), "--num-samples", "2", "--num-frames", "2", "--size", "32",
+                 "--quiet"])
+    paths = json.loads(capsys.readouterr().out)
+    assert code == 0 and len(json.loads(Path(paths["mcqa"]).read_text())) == 8
+    assert json.loads((tmp_path / "corpus.json").read_text())["clips"][1] == json.loads(
+        json.dumps(asdict(clip_spec(1))))

@@ -15,6 +15,7 @@ from iv2_data.datasets import (
     mcqa_prompt,
 )
 from iv2_data.mixture import DatasetMixture, MixtureLoader
+from iv2_data.shards import ShardDataset, ShardLoader, ShardManifest, write_shards
 from iv2_data.synthetic import SyntheticCorpus, clip_spec, render_audio, render_frames, write_corpus
 from iv2_data.transforms import (
     IMAGENET_MEAN,
@@ -38,6 +39,9 @@ __all__ = [
     "MixtureLoader",
     "MultipleChoiceQADataset",
     "RandomResizedCropTransform",
+    "ShardDataset",
+    "ShardLoader",
+    "ShardManifest",
     "SyntheticCorpus",
     "TooManyBrokenSamples",
     "VideoAudioTextDataset",
@@ -60,4 +64,5 @@ __all__ = [
     "sample_frame_indices",
     "waveform_to_fbank",
     "write_corpus",
+    "write_shards",
 ]
