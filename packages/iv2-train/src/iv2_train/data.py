@@ -1,0 +1,128 @@
+"""Data whose position can be saved and restored, so a resumed run sees exactly the batches it would have."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+@runtime_checkable
+class ResumableData(Protocol):
+    """What the Trainer needs from data: iteration plus a position that survives a restart.
+
+    ``state_dict()`` is called between batches and must describe the position *after* the last batch
+    that was handed out; ``load_state_dict()`` is called before ``iter()`` on resume.
+    """
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class _EpochBatchSampler:
+    """Batches of indices for one epoch of one rank, starting at a given batch."""
+
+    def __init__(self, order: list[int], batch_size: int, start_batch: int) -> None:
+        self.batches = [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
+        self.start_batch = start_batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches[self.start_batch :])
+
+    def __len__(self) -> int:
+        return max(0, len(self.batches) - self.start_batch)
+
+
+class ResumableBatches:
+    """Endless batches over a map-style dataset: shuffled per epoch from ``seed``, split between ranks.
+
+    Each rank takes every ``world_size``-th sample of the epoch's permutation; incomplete batches are
+    dropped so every rank makes the same number of steps. The position (epoch, batch) counts batches
+    handed to the caller, not batches prefetched by workers, so it is exact with ``num_workers > 0``.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset[Any] | Sequence[Any],
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        # None: taken from the process group when iteration starts (the Trainer may create it after us).
+        self._rank = rank
+        self._world_size = world_size
+        self.collate_fn = collate_fn
+        self.num_workers = num_workers
+        self.epoch = 0
+        self.batch_in_epoch = 0
+
+    @property
+    def rank(self) -> int:
+        from .distributed import get_rank
+
+        return get_rank() if self._rank is None else self._rank
+
+    @property
+    def world_size(self) -> int:
+        from .distributed import get_world_size
+
+        return get_world_size() if self._world_size is None else self._world_size
+
+    def batches_per_epoch(self) -> int:
+        return (len(self.dataset) // self.world_size) // self.batch_size  # type: ignore[arg-type]
+
+    def _order(self, epoch: int) -> list[int]:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(n, generator=generator).tolist()
+        else:
+            order = list(range(n))
+        usable = (n // self.world_size) * self.world_size
+        return order[:usable][self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[Any]:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        if n // self.world_size < self.batch_size:
+            raise ValueError(
+                f"dataset of {n} samples is too small for batch_size {self.batch_size} "
+                f"on {self.world_size} ranks"
+            )
+        while True:
+            sampler = _EpochBatchSampler(self._order(self.epoch), self.batch_size, self.batch_in_epoch)
+            loader = DataLoader(
+                self.dataset,  # type: ignore[arg-type]
+                batch_sampler=sampler,
+                collate_fn=self.collate_fn,
+                num_workers=self.num_workers,
+                # Its own generator: creating a DataLoader iterator otherwise draws from the global torch
+                # RNG, so a resumed run (which creates one more) would diverge in dropout etc.
+                generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7),
+            )
+            for batch in loader:
+                self.batch_in_epoch += 1
+                yield batch
+            self.epoch += 1
+            self.batch_in_epoch = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self.batch_in_epoch = int(state["batch_in_epoch"])
+        self.seed = int(state.get("seed", self.seed))

@@ -1,0 +1,162 @@
+"""Metrics (JSONL, TensorBoard when installed), progress bars on rank 0 and PNG plots of the curves."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("iv2_train")
+
+
+class MetricsLogger:
+    """Appends one JSON object per logged step to ``output_dir/metrics.jsonl`` (rank 0 only).
+
+    On resume, records after the resumed step (written by the run that died) are dropped first, so the
+    file reads as one uninterrupted run.
+    """
+
+    def __init__(
+        self, output_dir: str | Path, *, enabled: bool = True, tensorboard: bool = True, resume_step: int = 0
+    ) -> None:
+        self.enabled = enabled
+        self.path = Path(output_dir) / "metrics.jsonl"
+        self._tb: Any = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            kept = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= resume_step]
+            with self.path.open("w") as fh:
+                for record in kept:
+                    fh.write(json.dumps(record) + "\n")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional: JSONL and plots still work
+                log.info("tensorboard is not installed; metrics go to %s only", self.path)
+            else:
+                self._tb = SummaryWriter(
+                    log_dir=str(Path(output_dir) / "tensorboard"), purge_step=resume_step + 1
+                )
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": int(step), **{k: _jsonable(v) for k, v in metrics.items()}}
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf; keep them visible as strings
+    return value
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file (a torn last line from a killed run is skipped)."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+class Progress:
+    """A progress bar over optimizer steps, shown on rank 0 only: rich, tqdm, or nothing."""
+
+    def __init__(self, total: int, initial: int = 0, *, kind: str = "rich", enabled: bool = True) -> None:
+        self.kind = kind if enabled else "none"
+        self._bar: Any = None
+        self._task: Any = None
+        if self.kind == "rich":
+            try:
+                from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+                from rich.progress import Progress as RichProgress
+            except ImportError:
+                self.kind = "tqdm"
+            else:
+                self._bar = RichProgress(
+                    TextColumn("train"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeRemainingColumn(),
+                    TextColumn("{task.fields[info]}"),
+                    transient=False,
+                )
+                self._task = self._bar.add_task("train", total=total, completed=initial, info="")
+                self._bar.start()
+        if self.kind == "tqdm":
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True, file=sys.stderr)
+
+    def update(self, step: int, info: Mapping[str, float] | None = None) -> None:
+        text = "  ".join(f"{k} {v:.4g}" for k, v in (info or {}).items() if isinstance(v, (int, float)))
+        if self.kind == "rich":
+            self._bar.update(self._task, completed=step, info=text)
+        elif self.kind == "tqdm":
+            self._bar.n = step
+            self._bar.set_postfix_str(text, refresh=False)
+            self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop() if self.kind == "rich" else self._bar.close()
+            self._bar = None
+
+
+def plot_metrics(metrics_path: str | Path, output_dir: str | Path) -> list[Path]:
+    """One PNG per numeric metric in ``metrics.jsonl`` (against step); returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on training nodes
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(metrics_path)
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for record in records:
+        for key, value in record.items():
+            if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            xs, ys = series.setdefault(key, ([], []))
+            xs.append(record["step"])
+            ys.append(value)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for key, (xs, ys) in sorted(series.items()):
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(xs, ys, lw=1.2)
+        ax.set_xlabel("step")
+        ax.set_ylabel(key)
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        if key.startswith("loss") and ys and min(ys) > 0 and max(ys) / max(min(ys), 1e-12) > 100:
+            ax.set_yscale("log")
+        fig.tight_layout()
+        path = out / (key.replace("/", "_") + ".png")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written

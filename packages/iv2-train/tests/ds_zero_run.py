@@ -1,0 +1,70 @@
+"""DeepSpeed ZeRO on CPU under ``torchrun --nproc-per-node 2``: train, then resume from a middle checkpoint
+in the same processes and check the resumed losses equal the first run's. Exits non-zero on failure.
+
+    DS_ACCELERATOR=cpu python -m torch.distributed.run --nproc-per-node 2 ds_zero_run.py OUTPUT_DIR STAGE
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from tiny_run import TinyRegressor, synthetic_dataset
+
+from iv2_train import ResumableBatches, Trainer, TrainConfig, barrier, checkpoint_dir, load_config, read_safetensors
+
+
+def make_trainer(output_dir: str, stage: int) -> Trainer:
+    cfg = load_config(
+        TrainConfig,
+        "tiny-cpu",
+        [
+            f"output_dir={output_dir}",
+            "max_steps=4",
+            "grad_accum_steps=2",
+            "optimizer.grad_clip=1.0",
+            "checkpoint.every_steps=2",
+            "checkpoint.keep_last=0",
+            "logging.progress=none",
+            "logging.plots=false",
+            "distributed.strategy=deepspeed",
+            f"distributed.zero_stage={stage}",
+        ],
+    )
+    torch.manual_seed(0)
+    data = ResumableBatches(synthetic_dataset(), batch_size=4, seed=cfg.seed)
+    return Trainer(TinyRegressor(set()), data, cfg)
+
+
+def main(output_dir: str, stage: int) -> None:
+    first = make_trainer(output_dir, stage).fit()
+    first_losses = [r["loss"] for r in first.history]
+    weights_first = read_safetensors(Path(output_dir) / "final" / "model.safetensors")
+
+    trainer = make_trainer(output_dir, stage)  # resume="auto" would find step 4: point it at step 2
+    if trainer.env.is_main:
+        shutil.rmtree(checkpoint_dir(output_dir, 4))
+    barrier()
+    trainer.resume_from = checkpoint_dir(output_dir, 2)
+    second = trainer.fit()
+    second_losses = [r["loss"] for r in second.history]
+    weights_second = read_safetensors(Path(output_dir) / "final" / "model.safetensors")
+
+    failures = []
+    if [r["step"] for r in second.history] != [3, 4]:
+        failures.append(f"resumed run logged steps {[r['step'] for r in second.history]}, expected [3, 4]")
+    if not all(abs(a - b) <= 1e-6 for a, b in zip(first_losses[2:], second_losses)):
+        failures.append(f"losses differ after resume: {first_losses[2:]} vs {second_losses}")
+    for name, tensor in weights_first.items():
+        if not torch.allclose(tensor, weights_second[name], atol=1e-6):
+            failures.append(f"final weight {name} differs after resume")
+    if failures:
+        print("; ".join(failures), file=sys.stderr)
+        sys.exit(1)
+    print(f"ok losses={first_losses}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))
