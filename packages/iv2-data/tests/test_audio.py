@@ -75,7 +75,7 @@ def test_long_audio_is_cropped_to_ten_seconds() -> None:
     wave_12s[16_000 * 11 :] = 0  # silence at the end tells where a crop came from
     head = waveform_to_fbank(wave_12s, 16_000)
     assert head.shape == (998, 64)
-    torch.testing.assert_close(head, waveform_to_fbank(wave_12s[: 160_000], 16_000))
+    torch.testing.assert_close(head, waveform_to_fbank(wave_12s[:160_000], 16_000))
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     a = waveform_to_fbank(wave_12s, 16_000, random_crop=True, generator=g1)
     b = waveform_to_fbank(wave_12s, 16_000, random_crop=True, generator=g2)

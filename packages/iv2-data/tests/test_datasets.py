@@ -35,7 +35,7 @@ def video_kwargs() -> dict:
 
 
 def test_pre_text_matches_the_official_cleaning() -> None:
-    assert pre_text("A <person> jumps -- over/under the \"log\"!  Twice, (really).") == (
+    assert pre_text('A <person> jumps -- over/under the "log"!  Twice, (really).') == (
         "a person jumps over under the log twice really"
     )
     assert pre_text("One two three four", max_words=2) == "one two"
@@ -151,8 +151,13 @@ def test_broken_sample_is_skipped_counted_and_logged(
     corpus: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     ann = _with_broken(corpus, tmp_path, [1])
-    dataset = VideoTextDataset(ann, corpus["root"], broken=BrokenSamplePolicy(max_fraction=0.5, min_attempts=4),
-                               caption_sampling="first", **video_kwargs())
+    dataset = VideoTextDataset(
+        ann,
+        corpus["root"],
+        broken=BrokenSamplePolicy(max_fraction=0.5, min_attempts=4),
+        caption_sampling="first",
+        **video_kwargs(),
+    )
     with caplog.at_level(logging.WARNING, logger="iv2_data"):
         sample = dataset[1]
     assert sample["index"] == 2 and sample["path"] == "videos/000002.mp4"  # the next readable record
@@ -164,15 +169,17 @@ def test_broken_sample_is_skipped_counted_and_logged(
 
 def test_too_many_broken_samples_stop_the_run(corpus: dict[str, Path], tmp_path: Path) -> None:
     ann = _with_broken(corpus, tmp_path, [0, 1, 2])
-    dataset = VideoTextDataset(ann, corpus["root"], broken=BrokenSamplePolicy(max_fraction=0.25, min_attempts=4),
-                               **video_kwargs())
+    dataset = VideoTextDataset(
+        ann, corpus["root"], broken=BrokenSamplePolicy(max_fraction=0.25, min_attempts=4), **video_kwargs()
+    )
     with pytest.raises(TooManyBrokenSamples, match=r"2 of 2 samples failed.*missing_2\.mp4"):
         dataset[1]
     strict = VideoTextDataset(ann, corpus["root"], broken=BrokenSamplePolicy(max_fraction=0.0), **video_kwargs())
     with pytest.raises(TooManyBrokenSamples, match="missing_0.mp4"):
         strict[0]
-    every = VideoTextDataset(ann, corpus["root"], broken=BrokenSamplePolicy(max_fraction=1.0, max_consecutive=2),
-                             **video_kwargs())
+    every = VideoTextDataset(
+        ann, corpus["root"], broken=BrokenSamplePolicy(max_fraction=1.0, max_consecutive=2), **video_kwargs()
+    )
     with pytest.raises(TooManyBrokenSamples, match="2 records in a row"):
         every[0]
 

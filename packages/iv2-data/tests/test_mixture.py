@@ -66,8 +66,9 @@ def test_ranks_agree_on_the_source_and_split_the_records() -> None:
         names = {ranks[r][step][0] for r in range(3)}
         assert len(names) == 1
     # Over one pass of the video source, the three ranks together read each record before any repeats.
-    video_values = [v for step in range(40) for r in range(3) if ranks[r][step][0] == "video"
-                    for v in ranks[r][step][1]]
+    video_values = [
+        v for step in range(40) for r in range(3) if ranks[r][step][0] == "video" for v in ranks[r][step][1]
+    ]
     assert sorted(video_values[:7]) == list(range(2000, 2007))
 
 

@@ -102,8 +102,9 @@ def test_ranks_and_workers_split_the_shards(corpus: dict[str, Path], tmp_path: P
 
 def test_shuffle_is_seeded(corpus: dict[str, Path], tmp_path: Path) -> None:
     write_shards(corpus["video_text"], tmp_path, samples_per_shard=2, progress=False)
-    order = lambda seed, epoch=0: [s["index"] for s in ShardDataset(
-        tmp_path, builder(), shuffle=True, shuffle_buffer=4, seed=seed, epoch=epoch)]
+    order = lambda seed, epoch=0: [
+        s["index"] for s in ShardDataset(tmp_path, builder(), shuffle=True, shuffle_buffer=4, seed=seed, epoch=epoch)
+    ]
     assert order(3) == order(3)
     assert sorted(order(3)) == list(range(6))
     assert len({tuple(order(s, e)) for s in range(3) for e in range(2)}) > 1

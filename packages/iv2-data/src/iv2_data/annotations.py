@@ -47,8 +47,7 @@ def load_annotations(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             records = json.loads(text)
         except json.JSONDecodeError as error:
             raise AnnotationError(
-                f"{path}: not valid JSON ({error.msg} at line {error.lineno}); "
-                "use a .jsonl suffix for JSON Lines"
+                f"{path}: not valid JSON ({error.msg} at line {error.lineno}); use a .jsonl suffix for JSON Lines"
             ) from error
     if not isinstance(records, list):
         raise AnnotationError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
@@ -62,9 +61,7 @@ def require_keys(record: dict[str, Any], keys: tuple[str, ...], source: str, ind
     """Raise :class:`AnnotationError` naming ``source`` and ``index`` if ``record`` lacks one of ``keys``."""
     missing = [k for k in keys if k not in record]
     if missing:
-        raise AnnotationError(
-            f"{source}, record {index}: missing key(s) {missing}; it has {sorted(record)}"
-        )
+        raise AnnotationError(f"{source}, record {index}: missing key(s) {missing}; it has {sorted(record)}")
 
 
 def get_captions(record: dict[str, Any], source: str, index: int, key: str = "caption") -> list[str]:

@@ -48,9 +48,7 @@ def _torchaudio() -> Any:
     try:
         import torchaudio
     except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "audio features need torchaudio; install the extra: pip install 'iv2-data[audio]'"
-        ) from error
+        raise ImportError("audio features need torchaudio; install the extra: pip install 'iv2-data[audio]'") from error
     return torchaudio
 
 

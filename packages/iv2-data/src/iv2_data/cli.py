@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     shard = commands.add_parser("shard", help="pack an annotation file and its media into webdataset tar shards")
     shard.add_argument("annotation", help="annotation file (.json list or .jsonl)")
     shard.add_argument("--output", "-o", required=True, help="output folder (shards + manifest.json)")
-    shard.add_argument("--media-root", default=None, help="folder media paths are relative to (default: the "
-                       "annotation file's folder)")
+    shard.add_argument(
+        "--media-root", default=None, help="folder media paths are relative to (default: the annotation file's folder)"
+    )
     shard.add_argument("--samples-per-shard", type=int, default=1000)
     shard.add_argument("--prefix", default="shard")
     shard.add_argument("--quiet", action="store_true", help="no progress bar")

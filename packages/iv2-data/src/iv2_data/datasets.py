@@ -254,7 +254,10 @@ class _VideoMixin:
         if self.transform is not None:
             kwargs["transform"] = self.transform
         return self.video_reader(
-            path, num_frames or self.num_frames, self.size, "middle" if num_frames == 1 else self.sampling,
+            path,
+            num_frames or self.num_frames,
+            self.size,
+            "middle" if num_frames == 1 else self.sampling,
             **kwargs,
         )
 
@@ -371,8 +374,7 @@ class AudioTextDataset(_CaptionMixin, _AudioMixin, AnnotationDataset):
         fbank = self._read_audio(media["audio"])
         if fbank is None:
             raise AudioReadError(f"no audio stream in {media['audio']}")
-        return {"audio": fbank, "caption": self._caption(record, index), "index": index,
-                "path": str(record["audio"])}
+        return {"audio": fbank, "caption": self._caption(record, index), "index": index, "path": str(record["audio"])}
 
 
 class VideoAudioTextDataset(_CaptionMixin, _VideoMixin, _AudioMixin, AnnotationDataset):

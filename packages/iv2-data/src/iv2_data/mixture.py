@@ -192,4 +192,3 @@ class MixtureLoader:
                 f"resuming a mixture with seed {self.mixture.seed} from a state saved with seed {state['seed']}"
             )
         self.next_step = int(state["step"])
-

@@ -129,9 +129,7 @@ def write_shards(
         manifest = ShardManifest.load(manifest_path)
         previous = {k: manifest.data.get(k) for k in settings}
         if previous != settings:
-            raise ValueError(
-                f"{manifest_path} was written with {previous}, not {settings}; use another output folder"
-            )
+            raise ValueError(f"{manifest_path} was written with {previous}, not {settings}; use another output folder")
     else:
         manifest = ShardManifest(manifest_path, {**settings, "shards": [], "skipped": [], "complete": False})
     done = {s["name"] for s in manifest.shards if (out / s["name"]).is_file()}
@@ -286,7 +284,9 @@ class ShardDataset(IterableDataset):
         if not urls:
             logger.warning(
                 "shard reader %d of %d has no shard (%d shards): write more, smaller shards",
-                reader, num_readers, len(self.urls),
+                reader,
+                num_readers,
+                len(self.urls),
             )
             return
         # Splitting is done above, deterministically, so webdataset's own splitters are turned off.
@@ -361,8 +361,9 @@ class ShardLoader:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self.dataset.skip = dict(self.consumed)
         self.dataset.worker_rotation = self.batches % max(1, self.num_workers)
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                            **self.loader_kwargs)
+        loader = DataLoader(
+            self.dataset, batch_size=self.batch_size, num_workers=self.num_workers, **self.loader_kwargs
+        )
         for batch in loader:
             for reader, position in zip(_as_list(batch["reader"]), _as_list(batch["reader_position"])):
                 self.consumed[int(reader)] = max(self.consumed.get(int(reader), 0), int(position))
@@ -372,8 +373,12 @@ class ShardLoader:
         self.dataset.set_epoch(self.dataset.epoch + 1)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.dataset.epoch, "seed": self.dataset.seed, "batches": self.batches,
-                "consumed": {str(k): v for k, v in self.consumed.items()}}
+        return {
+            "epoch": self.dataset.epoch,
+            "seed": self.dataset.seed,
+            "batches": self.batches,
+            "consumed": {str(k): v for k, v in self.consumed.items()},
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         missing = {"epoch", "consumed"} - set(state)

@@ -401,7 +401,10 @@ class SyntheticCorpus:
 
 
 def write_video(
-    path: str | os.PathLike[str], frames: np.ndarray, fps: int, audio: np.ndarray | None = None,
+    path: str | os.PathLike[str],
+    frames: np.ndarray,
+    fps: int,
+    audio: np.ndarray | None = None,
     sample_rate: int = 16_000,
 ) -> None:
     """Write RGB ``frames`` ``(T, H, W, 3)`` uint8 as H.264 mp4, with mono float ``audio`` as AAC if given."""
@@ -523,9 +526,7 @@ def write_corpus(
             waveform = render_audio(spec, corpus.seconds, corpus.sample_rate)
         _write_atomically(
             root / video_rel,
-            lambda p, f=frames, w=waveform: _write_mp4(
-                p, f, fps, w if with_audio_track else None, corpus.sample_rate
-            ),
+            lambda p, f=frames, w=waveform: _write_mp4(p, f, fps, w if with_audio_track else None, corpus.sample_rate),
         )
         _write_atomically(root / audio_rel, lambda p, w=waveform: _write_wav(p, w, corpus.sample_rate))
         _write_atomically(root / image_rel, lambda p, f=frames: _write_png(p, f[len(f) // 2]))

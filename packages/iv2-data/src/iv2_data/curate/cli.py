@@ -21,8 +21,12 @@ from iv2_data.curate.segment import ClipRules, ContentSceneDetector, WholeVideo
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", help="video files or folders")
     parser.add_argument("--output", "-o", required=True, help="output folder (resumable)")
-    parser.add_argument("--detector", choices=("content", "none"), default="content",
-                        help="scene detection: PySceneDetect content detector, or none (inputs are clips)")
+    parser.add_argument(
+        "--detector",
+        choices=("content", "none"),
+        default="content",
+        help="scene detection: PySceneDetect content detector, or none (inputs are clips)",
+    )
     parser.add_argument("--threshold", type=float, default=27.0, help="content detector threshold")
     parser.add_argument("--min-scene-frames", type=int, default=15)
     parser.add_argument("--min-seconds", type=float, default=1.0, help="drop clips shorter than this")
@@ -31,11 +35,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video-captioner", metavar="MODEL", help="image-to-text model path for frames")
     parser.add_argument("--audio-captioner", metavar="MODEL", help="audio-classification model path")
     parser.add_argument("--asr", metavar="MODEL", help="speech recognition (whisper) model path")
-    parser.add_argument("--fuser", metavar="MODEL", default="template",
-                        help="text-generation model path fusing the captions, or 'template' (no model)")
-    parser.add_argument("--embedder", metavar="MODULE:FACTORY",
-                        help="callable returning a ClipEmbedder (embed_videos, embed_texts), e.g. a wrapper "
-                             "around an iv2-align model; enables the similarity filter and dedup")
+    parser.add_argument(
+        "--fuser",
+        metavar="MODEL",
+        default="template",
+        help="text-generation model path fusing the captions, or 'template' (no model)",
+    )
+    parser.add_argument(
+        "--embedder",
+        metavar="MODULE:FACTORY",
+        help="callable returning a ClipEmbedder (embed_videos, embed_texts), e.g. a wrapper "
+        "around an iv2-align model; enables the similarity filter and dedup",
+    )
     parser.add_argument("--min-similarity", type=float, default=0.0)
     parser.add_argument("--dedup-threshold", type=float, default=0.95)
     parser.add_argument("--samples-per-shard", type=int, default=None, help="also write webdataset shards")
@@ -53,7 +64,8 @@ def _load_factory(spec: str) -> Any:
 def config_from_args(args: argparse.Namespace) -> CurationConfig:
     device = args.device
     return CurationConfig(
-        detector=ContentSceneDetector(args.threshold, args.min_scene_frames) if args.detector == "content"
+        detector=ContentSceneDetector(args.threshold, args.min_scene_frames)
+        if args.detector == "content"
         else WholeVideo(),
         rules=ClipRules(args.min_seconds, args.max_seconds, args.edge_seconds),
         video_captioner=HFVideoCaptioner(args.video_captioner, device=device) if args.video_captioner else None,
@@ -70,12 +82,16 @@ def config_from_args(args: argparse.Namespace) -> CurationConfig:
 
 def run_from_args(args: argparse.Namespace) -> int:
     result = curate(args.inputs, args.output, config_from_args(args))
-    print(json.dumps({
-        "inputs": result.num_inputs,
-        "clips": result.num_clips,
-        "kept": result.num_kept,
-        "errors": len(result.errors),
-        "annotations": str(result.annotations),
-        "shards": str(result.shards) if result.shards else None,
-    }))
+    print(
+        json.dumps(
+            {
+                "inputs": result.num_inputs,
+                "clips": result.num_clips,
+                "kept": result.num_kept,
+                "errors": len(result.errors),
+                "annotations": str(result.annotations),
+                "shards": str(result.shards) if result.shards else None,
+            }
+        )
+    )
     return 0 if not result.errors else 2

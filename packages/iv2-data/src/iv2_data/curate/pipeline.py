@@ -149,12 +149,20 @@ def curate(
                 if not (out / relative).exists():
                     cut_clip(video, out / relative, start, end)
                 clips.append({"clip": relative, "start": round(start, 3), "end": round(end, 3)})
-            segment.add({"input": str(video), "status": "ok", "scenes": [list(s) for s in scenes],
-                         "clips": clips, "error": None})
+            segment.add(
+                {
+                    "input": str(video),
+                    "status": "ok",
+                    "scenes": [list(s) for s in scenes],
+                    "clips": clips,
+                    "error": None,
+                }
+            )
         except Exception as error:  # a broken input is recorded, never fatal
             logger.warning("curate: cannot segment %s: %s", video, error)
-            segment.add({"input": str(video), "status": "error", "clips": [],
-                         "error": f"{type(error).__name__}: {error}"})
+            segment.add(
+                {"input": str(video), "status": "error", "clips": [], "error": f"{type(error).__name__}: {error}"}
+            )
     clip_rows = [
         {**clip, "source": row["input"]}
         for video in videos
@@ -173,13 +181,23 @@ def curate(
             audio = config.audio_captioner.caption_audio(path) if config.audio_captioner else ""
             speech = config.speech_recognizer.transcribe(path) if config.speech_recognizer else ""
             fused = config.fuser.fuse(visual, audio, speech)
-            caption.add({"clip": clip["clip"], "status": "ok", "video_caption": visual, "audio_caption": audio,
-                         "asr": speech, "caption": fused, "error": None})
+            caption.add(
+                {
+                    "clip": clip["clip"],
+                    "status": "ok",
+                    "video_caption": visual,
+                    "audio_caption": audio,
+                    "asr": speech,
+                    "caption": fused,
+                    "error": None,
+                }
+            )
         except Exception as error:
             logger.warning("curate: cannot caption %s: %s", path, error)
             caption.add({"clip": clip["clip"], "status": "error", "error": f"{type(error).__name__}: {error}"})
-    captioned = [c for c in clip_rows if caption.rows[c["clip"]]["status"] == "ok"
-                 and caption.rows[c["clip"]]["caption"].strip()]
+    captioned = [
+        c for c in clip_rows if caption.rows[c["clip"]]["status"] == "ok" and caption.rows[c["clip"]]["caption"].strip()
+    ]
 
     # 3. filtering (one pass over all clips: duplicates are a property of the set) ------------------------
     filter_path = out / "manifests" / "filter.jsonl"
@@ -196,30 +214,36 @@ def curate(
     with annotations.open("w") as sink:
         for clip in kept:
             row = caption.rows[clip["clip"]]
-            sink.write(json.dumps({
-                "video": clip["clip"],
-                "caption": row["caption"],
-                "visual_caption": row["video_caption"],
-                "audio_caption": row["audio_caption"],
-                "asr": row["asr"],
-                "source": clip["source"],
-                "start": clip["start"],
-                "end": clip["end"],
-                "similarity": filtered.rows[clip["clip"]].get("similarity"),
-            }) + "\n")
+            sink.write(
+                json.dumps(
+                    {
+                        "video": clip["clip"],
+                        "caption": row["caption"],
+                        "visual_caption": row["video_caption"],
+                        "audio_caption": row["audio_caption"],
+                        "asr": row["asr"],
+                        "source": clip["source"],
+                        "start": clip["start"],
+                        "end": clip["end"],
+                        "similarity": filtered.rows[clip["clip"]].get("similarity"),
+                    }
+                )
+                + "\n"
+            )
     shards = None
     if config.samples_per_shard and kept:
         from iv2_data.shards import write_shards
 
         shards = out / "shards"
-        write_shards(annotations, shards, out, samples_per_shard=config.samples_per_shard,
-                     progress=config.progress)
+        write_shards(annotations, shards, out, samples_per_shard=config.samples_per_shard, progress=config.progress)
     errors = [
         {"stage": "segment", "item": r["input"], "error": r["error"]}
-        for r in segment.rows.values() if r["status"] == "error"
+        for r in segment.rows.values()
+        if r["status"] == "error"
     ] + [
         {"stage": "caption", "item": r["clip"], "error": r["error"]}
-        for r in caption.rows.values() if r["status"] == "error"
+        for r in caption.rows.values()
+        if r["status"] == "error"
     ]
     return CurationResult(out, annotations, len(videos), len(clip_rows), len(kept), errors, shards)
 
@@ -251,6 +275,7 @@ def _filter(
             reason = f"caption similarity {float(similarity[i]):.3f} < {config.min_similarity}"
         elif i in duplicate_of:
             reason = f"duplicate of {clips[duplicate_of[i]]['clip']}"
-        rows.append({"clip": clip["clip"], "similarity": round(float(similarity[i]), 4), "kept": i in keep,
-                     "reason": reason})
+        rows.append(
+            {"clip": clip["clip"], "similarity": round(float(similarity[i]), 4), "kept": i in keep, "reason": reason}
+        )
     return rows

@@ -111,14 +111,12 @@ class LearnedSceneDetector:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             fps = float(stream.average_rate or 25)
-            frames = np.stack([
-                f.to_ndarray(format="rgb24", width=self.size, height=self.size) for f in container.decode(stream)
-            ])
+            frames = np.stack(
+                [f.to_ndarray(format="rgb24", width=self.size, height=self.size) for f in container.decode(stream)]
+            )
         probabilities = np.asarray(self.model.boundary_probabilities(frames), dtype=np.float64)
         if probabilities.shape != (len(frames),):
-            raise ValueError(
-                f"boundary model returned shape {probabilities.shape} for {len(frames)} frames of {path}"
-            )
+            raise ValueError(f"boundary model returned shape {probabilities.shape} for {len(frames)} frames of {path}")
         cuts = [0]
         for t in range(1, len(frames)):
             if probabilities[t] >= self.threshold and t - cuts[-1] >= self.min_scene_frames:
