@@ -156,3 +156,33 @@ def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads((tmp_path / "corpus.json").read_text())["clips"][1] == json.loads(
         json.dumps(asdict(clip_spec(1)))
     )
+
+
+def test_in_memory_datasets_match_the_file_datasets(tmp_path: Path) -> None:
+    pytest.importorskip("torchaudio", reason="the audio extra (torchaudio) is not installed")
+    from iv2_data import datasets as file_datasets
+
+    corpus = SyntheticCorpus(num_samples=2, num_frames=4, size=32, fps=4)
+    paths = write_corpus(tmp_path, 2, num_frames=4, size=32, fps=4)
+    kw = {"num_frames": 4, "size": 32}
+    on_disk = {
+        "video_text": file_datasets.VideoTextDataset(paths["video_text"], caption_sampling="first", **kw),
+        "image_text": file_datasets.ImageTextDataset(paths["image_text"], **kw),
+        "audio_text": file_datasets.AudioTextDataset(paths["audio_text"]),
+        "video_audio_text": file_datasets.VideoAudioTextDataset(paths["video_audio_text"], **kw),
+        "mcqa": file_datasets.MultipleChoiceQADataset(paths["mcqa"], **kw),
+        "instructions": file_datasets.InstructionDataset(paths["instructions"], **kw),
+    }
+    for kind, reference in on_disk.items():
+        memory = corpus.dataset(kind)
+        assert len(memory) == len(reference), kind
+        for index in (0, len(memory) - 1):
+            a, b = memory[index], reference[index]
+            assert set(a) == set(b), kind
+            for key in a:
+                if isinstance(a[key], torch.Tensor):
+                    assert a[key].shape == b[key].shape, (kind, key)
+                elif key != "audio":
+                    assert a[key] == b[key], (kind, key)
+    with pytest.raises(ValueError, match="unknown synthetic dataset kind"):
+        corpus.dataset("speech")

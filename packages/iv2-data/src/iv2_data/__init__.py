@@ -16,7 +16,7 @@ from iv2_data.datasets import (
 )
 from iv2_data.mixture import DatasetMixture, MixtureLoader
 from iv2_data.shards import ShardDataset, ShardLoader, ShardManifest, write_shards
-from iv2_data.synthetic import SyntheticCorpus, clip_spec, render_audio, render_frames, write_corpus
+from iv2_data.synthetic import SyntheticCorpus, SyntheticDataset, clip_spec, render_audio, render_frames, write_corpus
 from iv2_data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -43,6 +43,7 @@ __all__ = [
     "ShardLoader",
     "ShardManifest",
     "SyntheticCorpus",
+    "SyntheticDataset",
     "TooManyBrokenSamples",
     "VideoAudioTextDataset",
     "VideoInfo",

@@ -30,6 +30,7 @@ __all__ = [
     "OBJECTS",
     "ClipSpec",
     "SyntheticCorpus",
+    "SyntheticDataset",
     "clip_spec",
     "render_audio",
     "render_frames",
@@ -394,6 +395,97 @@ class SyntheticCorpus:
 
         wave = torch.from_numpy(render_audio(self.specs[index], self.seconds, self.sample_rate))
         return waveform_to_fbank(wave, self.sample_rate)
+
+    def dataset(self, kind: str, *, caption_sampling: str = "first") -> SyntheticDataset:
+        """An in-memory map-style dataset of ``kind`` (a key of :data:`ANNOTATION_FILES`) whose samples have
+        the same keys as the file-based dataset of that kind, without writing or decoding any file."""
+        return SyntheticDataset(self, kind, caption_sampling=caption_sampling)
+
+
+class SyntheticDataset(torch.utils.data.Dataset):
+    """The corpus viewed as one dataset kind, in memory (see :meth:`SyntheticCorpus.dataset`).
+
+    Captions are cleaned with ``pre_text`` as the file datasets do; filter banks are computed once per clip
+    and cached. ``mcqa`` has four items per clip (``index = 4 * clip + task``).
+    """
+
+    def __init__(self, corpus: SyntheticCorpus, kind: str, *, caption_sampling: str = "first") -> None:
+        if kind not in ANNOTATION_FILES:
+            raise ValueError(f"unknown synthetic dataset kind {kind!r}; expected one of {sorted(ANNOTATION_FILES)}")
+        if caption_sampling not in ("first", "random"):
+            raise ValueError(f"caption_sampling must be 'first' or 'random', got {caption_sampling!r}")
+        self.corpus, self.kind, self.caption_sampling = corpus, kind, caption_sampling
+        self._fbanks: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.corpus) * (len(MCQA_TASKS) if self.kind == "mcqa" else 1)
+
+    def _fbank(self, clip: int) -> torch.Tensor:
+        if clip not in self._fbanks:
+            self._fbanks[clip] = self.corpus.fbank(clip)
+        return self._fbanks[clip]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from iv2_data.annotations import pre_text
+        from iv2_data.datasets import OPTION_LETTERS, mcqa_prompt
+
+        if not 0 <= index < len(self):
+            raise IndexError(f"synthetic {self.kind} dataset has {len(self)} items, index {index} is out of range")
+        clip = index // len(MCQA_TASKS) if self.kind == "mcqa" else index
+        sample = self.corpus[clip]
+        path = f"videos/{clip:06d}.mp4"
+        if self.kind in ("video_text", "image_text"):
+            captions = sample["captions"]
+            pick = int(torch.randint(len(captions), ()).item()) if self.caption_sampling == "random" else 0
+            video = sample["video"]
+            if self.kind == "image_text":
+                middle = video.shape[1] // 2
+                video, path = video[:, middle : middle + 1], f"images/{clip:06d}.png"
+                pick = 0
+            return {"video": video, "caption": pre_text(captions[pick]), "index": index, "path": path}
+        if self.kind == "audio_text":
+            return {
+                "audio": self._fbank(clip),
+                "caption": pre_text(sample["audio_caption"]),
+                "index": index,
+                "path": f"audio/{clip:06d}.wav",
+            }
+        if self.kind == "video_audio_text":
+            return {
+                "video": sample["video"],
+                "audio": self._fbank(clip),
+                "has_audio": True,
+                "caption": pre_text(sample["avs_caption"]),
+                "asr": pre_text(sample["asr"]),
+                "index": index,
+                "path": path,
+            }
+        if self.kind == "mcqa":
+            item = sample["qa"][index % len(MCQA_TASKS)]
+            answer_index = item["candidates"].index(item["answer"])
+            letter = OPTION_LETTERS[answer_index]
+            return {
+                "video": sample["video"],
+                "question": item["question"],
+                "candidates": list(item["candidates"]),
+                "answer": item["answer"],
+                "answer_index": answer_index,
+                "answer_letter": letter,
+                "prompt": mcqa_prompt(item["question"], item["candidates"]),
+                "target": f"({letter}) {item['answer']}",
+                "task": item["task"],
+                "index": index,
+                "path": path,
+            }
+        turns = sample["conversation"]
+        return {
+            "video": sample["video"],
+            "media_type": "video",
+            "instruction": turns[0]["i"],
+            "qa": [{"q": t["q"], "a": t["a"]} for t in turns],
+            "index": index,
+            "path": path,
+        }
 
 
 # ---------------------------------------------------------------------------------------------------------
