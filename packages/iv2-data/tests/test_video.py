@@ -164,8 +164,7 @@ def test_long_video_seeks_instead_of_decoding_everything(long_mp4, monkeypatch, 
     monkeypatch.setattr(video_module._Decoder, "frames", counting)
     frames = read_frames(long_mp4, 8)
     assert frame_ids(frames) == sample_frame_indices(300, 8)
-    # 8 targets in different 30-frame GOPs: at most ~one GOP per target (+ threading lookahead)
-    assert len(decoded) < 300 * 0.75
+    assert len(decoded) < 150  # the 8 targets lie 18, 25, 3, 10, 18, 25, 3, 10 frames into their GOPs
 
 
 def test_vfr_sampling_is_by_frame_not_by_time(vfr_mp4, frame_ids):

@@ -257,6 +257,7 @@ class _Decoder:
     ) -> None:
         self.container, self.stream, self.path = container, stream, path
         self.auto_rotate = auto_rotate
+        self.keyframe_set: frozenset[int] = frozenset()
         # With the timestamps of the wanted frames known, packets of other frames that no frame refers to
         # (non-reference B-frames) need not be decoded at all: FFmpeg's skip_frame=NONREF drops them. It is
         # switched per packet, before the packet is sent, so each wanted frame is decoded in full.
@@ -356,6 +357,7 @@ def read_frames(
             _prepare(stream, threads)
             wanted_pts = frozenset(info.frame_pts[i] for i in wanted)
             decoder = _Decoder(container, stream, path, wanted_pts, auto_rotate=auto_rotate)
+            decoder.keyframe_set = frozenset(info.keyframe_pts)
             try:
                 by_index = _decode_by_pts(decoder, info, wanted)
             except _UnreliableTimestamps:
@@ -394,31 +396,42 @@ def _decode_by_pts(decoder: _Decoder, info: VideoInfo, wanted: list[int]) -> dic
     keyframe lies between the last decoded frame and the next wanted one (then seeking skips work).
 
     The frame taken for a wanted index is the first decoded frame whose timestamp reaches that index's
-    timestamp, so a frame that fails to decode is replaced by its successor rather than by garbage. A seek
-    that lands past the wanted frame, or frames whose timestamps go backwards, raise
-    :class:`_UnreliableTimestamps`.
+    timestamp, so a frame that fails to decode is replaced by its successor rather than by garbage. Seeks
+    that land anywhere but on or before the keyframe asked for, or frames whose timestamps go backwards,
+    raise :class:`_UnreliableTimestamps`.
     """
     assert info.frame_pts is not None
     targets = [info.frame_pts[i] for i in wanted]
     keys, key_dts = info.keyframe_pts, info.keyframe_dts
     out: dict[int, np.ndarray] = {}
     last_frame = None
+    # Demuxers disagree on the time a seek means: MP4 and Matroska land on a keyframe given its
+    # presentation time, MPEG-TS needs its decode time. Try presentation time first, keep what works.
+    seek_times = [keys, key_dts]
     t = 0
     while t < len(targets):
         k = bisect.bisect_right(keys, targets[t]) - 1
-        if k >= 0:
-            start_pts, frames = keys[k], decoder.frames(key_dts[k])
-        else:  # no keyframe before the target (damaged or keyframe-less stream): from the first frame
-            start_pts = info.frame_pts[0]
-            frames = decoder.frames(min(start_pts, key_dts[0]) if key_dts else start_pts)
+        start_pts = keys[k] if k >= 0 else info.frame_pts[0]
+        for attempt in range(len(seek_times)):
+            times = seek_times[0]
+            # No keyframe before the target (damaged or keyframe-less stream): from the first frame.
+            frames = decoder.frames(times[k] if k >= 0 else min((start_pts, *times[:1])))
+            first = next(frames, None)
+            landed = None if first is None else first.pts
+            if landed is not None and (
+                landed <= start_pts or (landed <= targets[t] and landed in decoder.keyframe_set)
+            ):
+                break
+            frames.close()
+            if attempt + 1 == len(seek_times):
+                raise _UnreliableTimestamps(f"seek to the keyframe at {start_pts} landed at {landed}")
+            seek_times.reverse()
         position = None  # pts of the newest frame decoded in this run
         ended = True
-        for frame in frames:
+        for frame in itertools.chain([first], frames):
             pts = frame.pts
             if pts is None:
                 raise _UnreliableTimestamps("a decoded frame has no timestamp")
-            if position is None and pts > targets[t] and pts > start_pts:
-                raise _UnreliableTimestamps(f"seek to {start_pts} landed at {pts}, past {targets[t]}")
             if position is not None and pts <= position:
                 raise _UnreliableTimestamps(f"frame timestamps go backwards ({position} then {pts})")
             position = pts
@@ -438,8 +451,6 @@ def _decode_by_pts(decoder: _Decoder, info: VideoInfo, wanted: list[int]) -> dic
                 break
         frames.close()
         if ended:
-            if position is None:
-                raise _UnreliableTimestamps(f"nothing decoded after seeking to {start_pts}")
             # The stream ended before the remaining targets (frames listed but not decodable): repeat the
             # last frame that decoded.
             rgb = decoder.rgb(last_frame)
