@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from iv2_data._progress import progress as progress_bar
 from iv2_data.annotations import load_annotations
 from iv2_data.datasets import AnnotationDataset, collate
 
@@ -136,12 +137,8 @@ def write_shards(
     manifest.data["shards"] = [s for s in manifest.shards if s["name"] in done]
 
     num_shards = (len(records) + samples_per_shard - 1) // samples_per_shard
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        already = sum(s["num_records"] for s in manifest.shards)
-        bar = tqdm(total=len(records), initial=already, desc=f"shards -> {out}", unit="sample")
+    already = sum(s["num_records"] for s in manifest.shards)
+    bar = progress_bar(total=len(records), initial=already, desc=f"shards -> {out}", unit="sample", enabled=progress)
     for shard in range(num_shards):
         name = f"{prefix}-{shard:06d}.tar"
         if name in done:
@@ -161,8 +158,7 @@ def write_shards(
                 else:
                     sink.write(sample)
                     written += 1
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
         os.replace(partial, out / name)
         manifest.data["shards"].append(
             {
@@ -177,8 +173,7 @@ def write_shards(
         manifest.data["skipped"] += skipped
         manifest.data["shards"].sort(key=lambda s: s["first_index"])
         manifest.save()
-    if bar is not None:
-        bar.close()
+    bar.close()
     manifest.data["complete"] = True
     manifest.save()
     return manifest

@@ -602,11 +602,9 @@ def write_corpus(
     for sub in ("videos", "audio", "images"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     annotations: dict[str, list[dict[str, Any]]] = {kind: [] for kind in ANNOTATION_FILES}
-    indices: Any = range(num_samples)
-    if progress:
-        from tqdm import tqdm
+    from iv2_data._progress import progress as progress_bar
 
-        indices = tqdm(indices, desc="synthetic clips", unit="clip")
+    indices = progress_bar(range(num_samples), enabled=progress, desc="synthetic clips", unit="clip")
     for i in indices:
         spec = corpus.specs[i]
         name = f"{i:06d}"

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from iv2_data._progress import progress
 from iv2_data.curate.caption import (
     AudioCaptioner,
     CaptionFuser,
@@ -116,11 +117,7 @@ def _clip_names(videos: Sequence[Path]) -> dict[Path, str]:
 
 
 def _progress(items: Sequence[Any], desc: str, enabled: bool) -> Iterable[Any]:
-    if not enabled:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, unit="item")
+    return progress(items, enabled=enabled, desc=desc, unit="item")
 
 
 def curate(
