@@ -112,3 +112,11 @@ def test_unreadable_audio_raises_naming_the_file(tmp_path: Path, content: bytes 
         path.write_bytes(content)
     with pytest.raises(AudioReadError, match="broken.wav"):
         read_audio_fbank(path)
+
+
+def test_audio_read_error_survives_pickling_between_processes() -> None:
+    import pickle
+
+    error = pickle.loads(pickle.dumps(AudioReadError("/data/a.wav", "no such file")))
+    assert isinstance(error, OSError) and error.path == "/data/a.wav"
+    assert str(error) == "cannot read audio '/data/a.wav': no such file"

@@ -190,3 +190,18 @@ def test_dataloader_with_workers(corpus: dict[str, Path]) -> None:
     batches = list(loader)
     assert [b["index"].tolist() for b in batches] == [[0, 1], [2, 3]]
     assert batches[0]["video"].shape == (2, 3, FRAMES, SIZE, SIZE)
+
+
+def test_broken_audio_file_is_named(corpus: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("torchaudio", reason="the audio extra (torchaudio) is not installed")
+    from iv2_data.datasets import VideoAudioTextDataset
+
+    records = json.loads(corpus["video_audio_text"].read_text())
+    records[0]["audio"] = "audio/gone.wav"
+    ann = tmp_path / "av.json"
+    ann.write_text(json.dumps(records))
+    dataset = VideoAudioTextDataset(
+        ann, corpus["root"], broken=BrokenSamplePolicy(0.5, min_attempts=4), **video_kwargs()
+    )
+    assert dataset[0]["index"] == 1
+    assert dataset.stats.failed_files == [str(corpus["root"] / "audio" / "gone.wav")]

@@ -43,6 +43,14 @@ FBANK_STD = 6.55582
 class AudioReadError(OSError):
     """An audio file (or the audio track of a video) is missing, empty or undecodable. Names the file."""
 
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = os.fspath(path)
+        self.problem = problem
+        super().__init__(f"cannot read audio {self.path!r}: {problem}")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]  # picklable, for DataLoader workers
+        return (type(self), (self.path, self.problem))
+
 
 def _torchaudio() -> Any:
     try:
@@ -63,9 +71,9 @@ def load_waveform(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int] | No
 
     path = Path(path)
     if not path.is_file():
-        raise AudioReadError(f"audio file not found: {path}")
+        raise AudioReadError(path, "no such file")
     if path.stat().st_size == 0:
-        raise AudioReadError(f"audio file is empty: {path}")
+        raise AudioReadError(path, "the file is empty (0 bytes)")
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
@@ -83,12 +91,12 @@ def load_waveform(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int] | No
             for converted in resampler.resample(None):
                 chunks.append(converted.to_ndarray())
     except av.FFmpegError as error:
-        raise AudioReadError(f"cannot decode audio of {path}: {error}") from error
+        raise AudioReadError(path, f"FFmpeg cannot decode it ({error})") from error
     if not chunks:
-        raise AudioReadError(f"no audio samples could be decoded from {path}")
+        raise AudioReadError(path, "no audio samples could be decoded")
     waveform = torch.from_numpy(np.concatenate(chunks, axis=1).astype(np.float32, copy=False))
     if not sample_rate:
-        raise AudioReadError(f"audio stream of {path} has no sample rate")
+        raise AudioReadError(path, "the audio stream has no sample rate")
     return waveform, int(sample_rate)
 
 

@@ -145,19 +145,23 @@ class AnnotationDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(f"{type(self).__name__} of {self.source} has {len(self)} records, got {index}")
-        for offset in range(min(self.broken.max_consecutive, len(self))):
+        tries = min(self.broken.max_consecutive, len(self))
+        for offset in range(tries):
             current = (index + offset) % len(self)
             record = self.records[current]
             paths = self.media_paths(record)
             try:
                 sample = self.build_sample(record, paths, current)
             except OSError as error:
-                self.record_failure(next(iter(paths.values()), self.source), error)
+                # Name the file that failed when the error knows it, else every media file of the record.
+                named = getattr(error, "path", None) or getattr(error, "filename", None)
+                where = named or ", ".join(str(p) for p in paths.values())
+                self.record_failure(where or self.source, error)
                 continue
             self.stats.attempts += 1
             return sample
         raise TooManyBrokenSamples(
-            f"{type(self).__name__} of {self.source}: {self.broken.max_consecutive} records in a row from "
+            f"{type(self).__name__} of {self.source}: {tries} records in a row from "
             f"index {index} could not be read; last failures: {self.stats.failed_files[-5:]}"
         )
 
@@ -373,7 +377,7 @@ class AudioTextDataset(_CaptionMixin, _AudioMixin, AnnotationDataset):
 
         fbank = self._read_audio(media["audio"])
         if fbank is None:
-            raise AudioReadError(f"no audio stream in {media['audio']}")
+            raise AudioReadError(media["audio"], "the file has no audio stream")
         return {"audio": fbank, "caption": self._caption(record, index), "index": index, "path": str(record["audio"])}
 
 
