@@ -148,11 +148,12 @@ def test_written_video_decodes_to_the_rendered_clip(tmp_path: Path) -> None:
 def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from iv2_data.cli import main
 
-    code = main(
-        ["synth", "--output", str(tmp_path), "--num-samples", "2", "--num-frames", "2", "--size", "32", "--quiet"]
-    )
+    args = ["synth", "--output", str(tmp_path), "--num-samples", "2", "--num-frames", "2", "--size", "32"]
+    code = main([*args, "--samples-per-shard", "4", "--quiet"])
     paths = json.loads(capsys.readouterr().out)
     assert code == 0 and len(json.loads(Path(paths["mcqa"]).read_text())) == 8
+    manifest = json.loads((Path(paths["mcqa_shards"]) / "manifest.json").read_text())
+    assert [s["num_samples"] for s in manifest["shards"]] == [4, 4]
     assert json.loads((tmp_path / "corpus.json").read_text())["clips"][1] == json.loads(
         json.dumps(asdict(clip_spec(1)))
     )

@@ -43,6 +43,14 @@ def _synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
     )
+    if args.samples_per_shard:
+        from iv2_data.shards import write_shards
+        from iv2_data.synthetic import ANNOTATION_FILES
+
+        for kind in ANNOTATION_FILES:
+            shard_dir = paths["root"] / "shards" / kind
+            write_shards(paths[kind], shard_dir, samples_per_shard=args.samples_per_shard, progress=not args.quiet)
+            paths[f"{kind}_shards"] = shard_dir
     print(json.dumps({k: str(v) for k, v in paths.items()}, indent=1))
     return 0
 
@@ -75,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--size", type=int, default=64)
     synth.add_argument("--fps", type=int, default=8)
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument(
+        "--samples-per-shard", type=int, default=None, help="also write webdataset shards of every annotation file"
+    )
     synth.add_argument("--quiet", action="store_true")
     synth.set_defaults(run=_synth)
 
