@@ -98,3 +98,11 @@ def test_bad_arguments_are_named() -> None:
         DatasetMixture({"video": Numbers(0, 0)}, 1)
     with pytest.raises(ValueError, match="rank 2"):
         DatasetMixture(sources(), 1, rank=2, world_size=2)
+
+
+def test_batch_size_per_source() -> None:
+    mixture = DatasetMixture(sources(), {"image": 4, "video": 2, "audio": 1}, seed=2, num_steps=30)
+    sizes = {name: {len(values)} for name, values in run(mixture)}
+    assert sizes == {"image": {4}, "video": {2}, "audio": {1}}
+    with pytest.raises(ValueError, match="batch_size"):
+        DatasetMixture(sources(), {"image": 4})

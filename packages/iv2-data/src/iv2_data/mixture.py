@@ -28,6 +28,7 @@ _BLOCK = 4096  # steps whose sources are drawn together; any block can be recomp
 class DatasetMixture(IterableDataset):
     """Yields ``{"source": name, "step": int, **batch}``: one collated batch per step from one source.
 
+    ``batch_size`` is one number or one per source (the official configs set one per media type).
     ``weights`` (relative, per source name) default to the sources' lengths, the official rule. ``num_steps``
     ``None`` means endless. ``rank``/``world_size`` shard across processes; use ``batch_size=None`` in the
     :class:`~torch.utils.data.DataLoader` (batches are built here) or :class:`MixtureLoader`.
@@ -36,7 +37,7 @@ class DatasetMixture(IterableDataset):
     def __init__(
         self,
         datasets: Mapping[str, Dataset],
-        batch_size: int,
+        batch_size: int | Mapping[str, int],
         *,
         weights: Mapping[str, float] | None = None,
         seed: int = 0,
@@ -48,8 +49,9 @@ class DatasetMixture(IterableDataset):
     ) -> None:
         if not datasets:
             raise ValueError("a mixture needs at least one dataset")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        sizes = dict(batch_size) if isinstance(batch_size, Mapping) else dict.fromkeys(datasets, batch_size)
+        if set(sizes) != set(datasets) or any(int(b) < 1 for b in sizes.values()):
+            raise ValueError(f"batch_size must be >= 1 for every dataset {list(datasets)}, got {batch_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         self.names = list(datasets)
@@ -68,7 +70,7 @@ class DatasetMixture(IterableDataset):
         self.probabilities = raw / raw.sum()
         self._cdf = np.cumsum(self.probabilities)
         self._cdf[-1] = 1.0
-        self.batch_size = batch_size
+        self.batch_sizes = {name: int(b) for name, b in sizes.items()}
         self.seed = seed
         self.num_steps = num_steps
         self.rank = rank
@@ -110,10 +112,11 @@ class DatasetMixture(IterableDataset):
         if uses_before is None:
             uses_before = int(self._uses_before(step)[source])
         n = len(self.datasets[name])  # type: ignore[arg-type]
-        start = (uses_before * self.world_size + self.rank) * self.batch_size
+        batch = self.batch_sizes[name]
+        start = (uses_before * self.world_size + self.rank) * batch
         indices = []
         cached_epoch, perm = -1, None
-        for position in range(start, start + self.batch_size):
+        for position in range(start, start + batch):
             epoch, offset = divmod(position, n)
             if epoch != cached_epoch:
                 cached_epoch, perm = epoch, self._permutation(source, epoch)
