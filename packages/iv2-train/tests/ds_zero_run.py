@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from tiny_run import TinyRegressor, synthetic_dataset
 
-from iv2_train import ResumableBatches, Trainer, TrainConfig, barrier, checkpoint_dir, load_config, read_safetensors
+from iv2_train import ResumableBatches, TrainConfig, Trainer, barrier, checkpoint_dir, load_config, read_safetensors
 
 
 def make_trainer(output_dir: str, stage: int) -> Trainer:

@@ -276,9 +276,7 @@ def apply_overrides(cfg: T, overrides: Sequence[str]) -> T:
         parts = dotted.split(".")
         for depth, part in enumerate(parts):
             here = ".".join(parts[: depth + 1])
-            names = (
-                [f.name for f in dataclasses.fields(node_cls)] if dataclasses.is_dataclass(node_cls) else []
-            )
+            names = [f.name for f in dataclasses.fields(node_cls)] if dataclasses.is_dataclass(node_cls) else []
             if dataclasses.is_dataclass(node_cls) and part not in names:
                 raise ConfigError(_unknown_key_message(here, names))
             if not isinstance(node, dict):
@@ -289,9 +287,7 @@ def apply_overrides(cfg: T, overrides: Sequence[str]) -> T:
                 if node.get(part) is None or not isinstance(node.get(part), dict):
                     node[part] = {} if node.get(part) is None else node[part]
                 node = node[part]
-                node_cls = (
-                    typing.get_type_hints(node_cls).get(part) if dataclasses.is_dataclass(node_cls) else None
-                )
+                node_cls = typing.get_type_hints(node_cls).get(part) if dataclasses.is_dataclass(node_cls) else None
                 node_cls = _strip_optional(node_cls)
     return config_from_dict(type(cfg), data)
 
@@ -334,9 +330,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against annotation ``tp``; convert only where lossless (int→float, list→tuple)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    wrong = ConfigError(
-        f"config key {key!r}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})"
-    )
+    wrong = ConfigError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
     if tp is Any:
         return value
@@ -370,9 +364,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             items = [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
         elif origin is tuple and args:
             if len(value) != len(args):
-                raise ConfigError(
-                    f"config key {key!r}: expected {len(args)} values, got {len(value)}: {value!r}"
-                )
+                raise ConfigError(f"config key {key!r}: expected {len(args)} values, got {len(value)}: {value!r}")
             items = [_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
         else:
             item_tp = args[0] if args else Any

@@ -99,8 +99,7 @@ class ResumableBatches:
         n = len(self.dataset)  # type: ignore[arg-type]
         if n // self.world_size < self.batch_size:
             raise ValueError(
-                f"dataset of {n} samples is too small for batch_size {self.batch_size} "
-                f"on {self.world_size} ranks"
+                f"dataset of {n} samples is too small for batch_size {self.batch_size} on {self.world_size} ranks"
             )
         while True:
             sampler = _EpochBatchSampler(self._order(self.epoch), self.batch_size, self.batch_in_epoch)

@@ -40,9 +40,7 @@ class MetricsLogger:
             except ImportError:  # tensorboard is optional: JSONL and plots still work
                 log.info("tensorboard is not installed; metrics go to %s only", self.path)
             else:
-                self._tb = SummaryWriter(
-                    log_dir=str(Path(output_dir) / "tensorboard"), purge_step=resume_step + 1
-                )
+                self._tb = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"), purge_step=resume_step + 1)
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self.enabled:

@@ -147,9 +147,7 @@ class Trainer:
         self.skipped_steps = 0
         self.module = model  # the user's module, unwrapped
         if param_groups is None:
-            param_groups = build_param_groups(
-                model, config.optimizer, num_layers=num_layers, layer_id_fn=layer_id_fn
-            )
+            param_groups = build_param_groups(model, config.optimizer, num_layers=num_layers, layer_id_fn=layer_id_fn)
         self._trainable = [p for group in param_groups for p in group["params"]]
 
         if strategy == "deepspeed":
