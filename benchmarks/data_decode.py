@@ -151,6 +151,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--seconds", type=float, default=10.0, help="measuring time per reader")
     parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads for the shared resize/normalise step (DataLoader workers use 1)",
+    )
+    parser.add_argument(
         "--torchcodec-ffmpeg-from-pyav",
         action="store_true",
         help="let torchcodec use the FFmpeg libraries bundled with PyAV (when no system FFmpeg is installed)",
@@ -158,6 +164,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.torchcodec_ffmpeg_from_pyav:
         _reexec_with_pyav_ffmpeg()
+    torch.set_num_threads(args.torch_threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = args.video

@@ -28,7 +28,7 @@ from iv2_data import (
     sample_frame_indices,
 )
 from iv2_data import video as video_module
-from iv2_data.transforms import random_resized_crop_box
+from iv2_data.transforms import center_crop_box, normalize, random_resized_crop_box, resize_crop
 
 SHARED_EXAMPLE = pathlib.Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 SHARED_EXAMPLE = SHARED_EXAMPLE.resolve() / "example1_mpeg4_640x480.mp4"
@@ -259,6 +259,14 @@ def test_custom_transform_gets_uint8_frames_and_the_generator(h264_mp4):
     assert seen["frames"].dtype == torch.uint8 and seen["frames"].shape == (3, 48, 64, 3)
     assert seen["generator"] is g
     assert out == seen["frames"].float().mean()
+
+
+def test_public_helpers_compose_to_the_eval_transform(odd_size_mp4):
+    frames = read_frames(odd_size_mp4, 3)
+    box = center_crop_box(62, 98)
+    assert box == (0, 18, 62, 62)
+    composed = normalize(resize_crop(frames, box, 48))
+    torch.testing.assert_close(composed, CenterCropTransform(48)(frames), atol=1e-5, rtol=0)
 
 
 def test_train_clip_seeded_and_random(long_mp4):

@@ -85,6 +85,41 @@ def random_resized_crop_box(
     return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
 
 
+def _crop_resize(
+    frames: torch.Tensor, box: tuple[int, int, int, int], size: int | tuple[int, int], interpolation: str
+) -> torch.Tensor:
+    """``(T, 3, out_h, out_w)`` pixels in ``[0, 255]``: ``uint8`` for bilinear/bicubic, else ``float32``."""
+    _check_frames(frames)
+    out_h, out_w = (size, size) if isinstance(size, int) else size
+    top, left, crop_h, crop_w = box
+    crop = frames[:, top : top + crop_h, left : left + crop_w, :].permute(0, 3, 1, 2)  # (T, 3, h, w) view
+    if (crop_h, crop_w) == (out_h, out_w):
+        return crop
+    if interpolation in ("bilinear", "bicubic") and crop.dtype == torch.uint8:
+        # torch's uint8 antialiased resize (channels-last, fixed point, like PIL's) is several times faster
+        # than resizing floats and rounds to uint8 as the official PIL-based pipelines do.
+        crop = crop.contiguous(memory_format=torch.channels_last)
+        return F.interpolate(crop, size=(out_h, out_w), mode=interpolation, antialias=True)
+    antialias = interpolation in ("bilinear", "bicubic")
+    kwargs = {"align_corners": False} if antialias else {}
+    x = F.interpolate(crop.float(), size=(out_h, out_w), mode=interpolation, antialias=antialias, **kwargs)
+    return x.clamp_(0.0, 255.0)  # bicubic overshoots at edges
+
+
+def _normalized(
+    pixels: torch.Tensor,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """``(T, 3, h, w)`` pixels in ``[0, 255]`` → ``float32 (3, T, h, w)`` ``(x / 255 - mean) / std``, in one
+    transposing copy and one fused multiply-add."""
+    out = torch.empty((3, pixels.shape[0], *pixels.shape[2:]), dtype=torch.float32)
+    out.copy_(pixels.permute(1, 0, 2, 3))
+    scale = torch.tensor([1 / (255 * s) for s in std], dtype=torch.float32).view(3, 1, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32).view(3, 1, 1, 1)
+    return out.mul_(scale).add_(shift)
+
+
 def resize_crop(
     frames: torch.Tensor,
     box: tuple[int, int, int, int],
@@ -96,23 +131,7 @@ def resize_crop(
 
     Returns ``float32 (3, T, out_h, out_w)`` in ``[0, 1]`` (not yet normalised).
     """
-    _check_frames(frames)
-    out_h, out_w = (size, size) if isinstance(size, int) else size
-    top, left, crop_h, crop_w = box
-    crop = frames[:, top : top + crop_h, left : left + crop_w, :].permute(0, 3, 1, 2)  # (T, 3, h, w) view
-    if (crop_h, crop_w) != (out_h, out_w):
-        if interpolation in ("bilinear", "bicubic") and crop.dtype == torch.uint8:
-            # torch's uint8 antialiased resize (channels-last, fixed point, like PIL's) is several times
-            # faster than resizing floats and rounds to uint8 as the official PIL-based pipelines do.
-            crop = crop.contiguous(memory_format=torch.channels_last)
-            crop = F.interpolate(crop, size=(out_h, out_w), mode=interpolation, antialias=True)
-        else:
-            x = crop.float()
-            antialias = interpolation in ("bilinear", "bicubic")
-            kwargs = {"align_corners": False} if antialias else {}
-            x = F.interpolate(x, size=(out_h, out_w), mode=interpolation, antialias=antialias, **kwargs)
-            crop = x.clamp_(0.0, 255.0)  # bicubic overshoots at edges
-    return crop.permute(1, 0, 2, 3).float().div_(255.0).contiguous()
+    return _normalized(_crop_resize(frames, box, size, interpolation), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 
 def normalize(
@@ -136,7 +155,7 @@ class CenterCropTransform:
     def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         _check_frames(frames)
         box = center_crop_box(frames.shape[1], frames.shape[2])
-        return normalize(resize_crop(frames, box, self.size, interpolation=self.interpolation))
+        return _normalized(_crop_resize(frames, box, self.size, self.interpolation))
 
 
 @dataclass(frozen=True)
@@ -157,10 +176,8 @@ class RandomResizedCropTransform:
 
     def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         _check_frames(frames)
-        box = random_resized_crop_box(
-            frames.shape[1], frames.shape[2], self.scale, self.ratio, generator=generator
-        )
-        video = resize_crop(frames, box, self.size, interpolation=self.interpolation)
+        box = random_resized_crop_box(frames.shape[1], frames.shape[2], self.scale, self.ratio, generator=generator)
+        pixels = _crop_resize(frames, box, self.size, self.interpolation)
         if self.flip_prob > 0 and torch.rand((), generator=generator).item() < self.flip_prob:
-            video = video.flip(-1)
-        return normalize(video)
+            pixels = pixels.flip(-1)
+        return _normalized(pixels)
