@@ -26,7 +26,8 @@ def make_inputs(batch, dim, seed=0, normalise=False):
     return a, b
 
 
-def check(batch, dim, backend, block_size, dtype=torch.float32, tol=1e-5, temperature=0.3, normalise=False):
+def check(batch, dim, backend, block_size, dtype=torch.float32, tol=1e-5, temperature=0.3, normalise=False,
+          device="cpu"):
     a, b = make_inputs(batch, dim, normalise=normalise)
     a, b = a.to(dtype).double(), b.to(dtype).double()  # both sides see the same rounded inputs
     leaves = [a.clone().requires_grad_(), b.clone().requires_grad_(),
@@ -34,16 +35,16 @@ def check(batch, dim, backend, block_size, dtype=torch.float32, tol=1e-5, temper
     loss_ref = float64_infonce(*leaves)
     grads_ref = torch.autograd.grad(loss_ref, leaves)
 
-    ours = [a.to(dtype).requires_grad_(), b.to(dtype).requires_grad_(),
-            torch.tensor(temperature, dtype=dtype, requires_grad=True)]
+    ours = [a.to(device, dtype).requires_grad_(), b.to(device, dtype).requires_grad_(),
+            torch.tensor(temperature, dtype=dtype, device=device, requires_grad=True)]
     loss = contrastive_loss(*ours, backend=backend, block_size=block_size)
     assert loss.shape == () and loss.dtype == torch.promote_types(dtype, torch.float32)
-    torch.testing.assert_close(loss.double(), loss_ref.detach(), rtol=tol, atol=tol)
+    torch.testing.assert_close(loss.double().cpu(), loss_ref.detach(), rtol=tol, atol=tol)
     grads = torch.autograd.grad(loss, ours)
     for name, got, want in zip(("a", "b", "temperature"), grads, grads_ref):
         assert got.dtype == dtype and got.shape == want.shape, name
         scale = want.abs().max().item()
-        torch.testing.assert_close(got.double(), want, rtol=tol * 10, atol=tol * max(scale, 1e-3), msg=name)
+        torch.testing.assert_close(got.double().cpu(), want, rtol=tol * 10, atol=tol * max(scale, 1e-3), msg=name)
 
 
 @pytest.mark.parametrize(("batch", "block_size"), [(1, 16), (2, 16), (37, 16), (300, 64), (300, None)])

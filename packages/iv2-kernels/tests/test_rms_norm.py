@@ -18,10 +18,10 @@ def float64_rms_norm(x, weight, eps, residual=None):
 def assert_close(actual, expected, tol):
     """Relative to the largest magnitude of the expected tensor (gradients vary a lot in scale)."""
     scale = expected.abs().max().item() + 1e-6
-    torch.testing.assert_close(actual.double(), expected, rtol=tol, atol=tol * scale)
+    torch.testing.assert_close(actual.double().cpu(), expected, rtol=tol, atol=tol * scale)
 
 
-def run_case(shape, with_residual, dtype, backend, tol, eps=1e-6, seed=0):
+def run_case(shape, with_residual, dtype, backend, tol, eps=1e-6, seed=0, device="cpu"):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=gen, dtype=torch.float64)
     weight = 1 + 0.5 * torch.randn(shape[-1], generator=gen, dtype=torch.float64)
@@ -34,7 +34,8 @@ def run_case(shape, with_residual, dtype, backend, tol, eps=1e-6, seed=0):
     objective = (y_ref * grad_y).sum() + ((sum_ref * grad_sum).sum() if with_residual else 0)
     grads_ref = torch.autograd.grad(objective, leaves)
 
-    ours = [t.detach().to(dtype).requires_grad_() for t in leaves]
+    ours = [t.detach().to(device, dtype).requires_grad_() for t in leaves]
+    grad_y, grad_sum = grad_y.to(device), grad_sum.to(device)
     out = rms_norm(ours[0], ours[1], eps, residual=ours[2] if with_residual else None, backend=backend)
     if with_residual:
         y, summed = out

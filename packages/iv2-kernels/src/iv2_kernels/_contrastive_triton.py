@@ -23,8 +23,9 @@ from ._backend import dot_precision, fix_triton_interpreter
 
 fix_triton_interpreter()
 
-# Masked logits: finite (not -inf) so that padding rows never compute inf - inf.
-_MASKED = -1.0e30
+# Masked logits: finite (not -inf) so that padding rows never compute inf - inf. A constexpr: compiled
+# kernels may read only constexpr globals.
+_MASKED = tl.constexpr(-1.0e30)
 
 
 @triton.jit
