@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from iv2_train import (
+    MetricsLogger,
+    ResumableBatches,
+    atomic_checkpoint,
+    export_safetensors,
+    latest_checkpoint,
+    list_checkpoints,
+    load_safetensors,
+    plot_metrics,
+    read_metrics,
+    read_safetensors,
+    unwrap_model,
+)
+from iv2_train.checkpoint import remove_partial_checkpoints
+
+
+class Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.head = nn.Linear(4, 10, bias=False)
+        self.head.weight = self.embed.weight  # tied, as in language-model heads
+        self.register_buffer("scale", torch.tensor(2.0))
+
+
+def test_atomic_directories_and_keep_last(tmp_path: Path) -> None:
+    for step in (1, 2, 3, 4):
+        with atomic_checkpoint(tmp_path, step, keep_last=2) as tmp:
+            assert tmp.name.startswith(".tmp-")
+            assert latest_checkpoint(tmp_path) != tmp  # invisible until complete
+            (tmp / "trainer.pt").write_text(str(step))
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [3, 4]
+    assert (latest_checkpoint(tmp_path) / "trainer.pt").read_text() == "4"
+
+
+def test_crash_while_writing_leaves_previous_checkpoint(tmp_path: Path) -> None:
+    with atomic_checkpoint(tmp_path, 5) as tmp:
+        (tmp / "trainer.pt").write_text("good")
+    with pytest.raises(RuntimeError), atomic_checkpoint(tmp_path, 10) as tmp:
+        (tmp / "trainer.pt").write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert latest_checkpoint(tmp_path).name == "step_00000005"
+    assert (tmp_path / "checkpoints" / ".tmp-step_00000010").exists()
+    remove_partial_checkpoints(tmp_path)
+    assert not (tmp_path / "checkpoints" / ".tmp-step_00000010").exists()
+    # Rewriting the same step replaces it whole.
+    with atomic_checkpoint(tmp_path, 5) as tmp:
+        (tmp / "trainer.pt").write_text("newer")
+    assert (latest_checkpoint(tmp_path) / "trainer.pt").read_text() == "newer"
+
+
+def test_safetensors_round_trip_with_tied_weights_and_flat_views(tmp_path: Path) -> None:
+    model = Tied()
+    path = export_safetensors(model, tmp_path / "w.safetensors")
+    fresh = Tied()
+    assert load_safetensors(fresh, path) == ([], [])
+    assert torch.equal(fresh.head.weight, model.embed.weight)
+    assert fresh.head.weight is fresh.embed.weight
+    # Views into one flat buffer (how DeepSpeed ZeRO holds parameters) are stored as separate tensors.
+    flat = torch.arange(12.0)
+    state = {"a": flat[:6].view(2, 3), "b": flat[6:].view(3, 2)}
+    read = read_safetensors(export_safetensors(state, tmp_path / "flat.safetensors"))
+    assert torch.equal(read["a"], state["a"]) and torch.equal(read["b"], state["b"])
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        read_safetensors(tmp_path / "missing.safetensors")
+
+
+def test_unwrap_model() -> None:
+    inner = nn.Linear(2, 2)
+    wrapper = nn.Module()
+    wrapper.module = inner
+    assert unwrap_model(wrapper) is inner
+    assert unwrap_model(nn.Sequential()) is not None
+
+
+def test_resumable_batches_position_is_exact() -> None:
+    data = list(range(20))
+    full = ResumableBatches(data, batch_size=3, seed=1, rank=1, world_size=2)
+    it = iter(full)
+    expected = [next(it).tolist() for _ in range(7)]  # crosses an epoch boundary (3 batches per epoch)
+    assert full.batches_per_epoch() == 3
+    first_epoch = [x for batch in expected[:3] for x in batch]
+    assert len(first_epoch) == len(set(first_epoch)) == 9  # no repeats within an epoch
+
+    part = ResumableBatches(data, batch_size=3, seed=1, rank=1, world_size=2)
+    it = iter(part)
+    first = [next(it).tolist() for _ in range(4)]
+    state = part.state_dict()
+    resumed = ResumableBatches(data, batch_size=3, seed=1, rank=1, world_size=2)
+    resumed.load_state_dict(state)
+    it = iter(resumed)
+    assert first + [next(it).tolist() for _ in range(3)] == expected
+    other_rank = next(iter(ResumableBatches(data, batch_size=3, seed=1, rank=0, world_size=2))).tolist()
+    assert not set(other_rank) & set(expected[0])
+    with pytest.raises(ValueError, match="too small for batch_size 8 on 2 ranks"):
+        next(iter(ResumableBatches(list(range(10)), batch_size=8, world_size=2, rank=0)))
+
+
+def test_metrics_logger_truncates_on_resume_and_plots(tmp_path: Path) -> None:
+    logger = MetricsLogger(tmp_path, tensorboard=False)
+    for step in range(1, 6):
+        logger.log(step, {"loss": 1.0 / step, "lr": 0.1, "note": "text"})
+    logger.close()
+    with (tmp_path / "metrics.jsonl").open("a") as fh:
+        fh.write('{"step": 6, "loss": 0.1')  # torn last line of a killed run
+    resumed = MetricsLogger(tmp_path, tensorboard=False, resume_step=3)
+    resumed.log(4, {"loss": float("inf")})
+    resumed.close()
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert records[-1]["loss"] == "inf"
+    json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    written = plot_metrics(tmp_path / "metrics.jsonl", tmp_path / "plots")
+    assert sorted(p.name for p in written) == ["loss.png", "lr.png"]
+
+
+def test_tensorboard_is_optional(tmp_path: Path) -> None:
+    logger = MetricsLogger(tmp_path, tensorboard=True)
+    logger.log(1, {"loss": 1.0})
+    logger.close()
+    has_tb = importlib.util.find_spec("tensorboard") is not None
+    assert (tmp_path / "tensorboard").exists() == has_tb
+    assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 1, "loss": 1.0}]

@@ -1,0 +1,178 @@
+"""Single-process Trainer tests (no process group): resume, guard, outputs, bad input."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from iv2_train import (
+    ConfigError,
+    NonFiniteLossError,
+    ResumableBatches,
+    TrainConfig,
+    Trainer,
+    list_checkpoints,
+    load_config,
+    load_safetensors,
+    read_metrics,
+)
+
+
+class Regressor(nn.Module):
+    """Tiny model with dropout (exercises RNG restore) and a frozen part (must never change)."""
+
+    def __init__(self, nan_calls: frozenset[int] = frozenset()) -> None:
+        super().__init__()
+        self.frozen = nn.Linear(6, 6)
+        self.frozen.requires_grad_(False)
+        self.net = nn.Sequential(nn.Linear(6, 12), nn.GELU(), nn.Dropout(0.2), nn.Linear(12, 1))
+        self.nan_calls = nan_calls
+        self.calls = 0
+
+    def forward(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        self.calls += 1
+        x, y = batch
+        pred = self.net(torch.tanh(self.frozen(x))).squeeze(-1)
+        mse = nn.functional.mse_loss(pred.float(), y)
+        loss = mse * float("nan") if self.calls in self.nan_calls else mse
+        return {"loss": loss, "mse": mse}
+
+
+def dataset(n: int = 40) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(n, 6, generator=g)
+    y = x.sum(1) + 0.1 * torch.randn(n, generator=g)
+    return list(zip(x, y))
+
+
+def make(output_dir: Path, *overrides: str, nan_calls: frozenset[int] = frozenset(), callbacks=()) -> Trainer:
+    cfg = load_config(
+        TrainConfig,
+        "tiny-cpu",
+        [f"output_dir={output_dir}", "max_steps=6", "checkpoint.every_steps=2", "logging.progress=none",
+         "logging.plots=false", "logging.tensorboard=false", *overrides],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return Trainer(Regressor(nan_calls), ResumableBatches(dataset(), batch_size=4, seed=3), cfg, callbacks=callbacks)
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_after(step: int):
+    def callback(trainer: Trainer, metrics: dict[str, float]) -> None:
+        if trainer.step == step:
+            raise Crash
+
+    return callback
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_after_crash_is_exact(tmp_path: Path, precision: str) -> None:
+    extra = ["grad_accum_steps=2", "optimizer.grad_clip=0.5", f"distributed.precision={precision}"]
+    straight = make(tmp_path / "a", *extra).fit()
+
+    with pytest.raises(Crash):
+        make(tmp_path / "b", *extra, callbacks=[crash_after(5)]).fit()
+    assert [s for s, _ in list_checkpoints(tmp_path / "b")] == [2, 4]
+    resumed_trainer = make(tmp_path / "b", *extra)
+    assert resumed_trainer.resume_from == tmp_path / "b" / "checkpoints" / "step_00000004"
+    resumed = resumed_trainer.fit()
+
+    assert [r["step"] for r in resumed.history] == [5, 6]
+    want = [r["loss"] for r in straight.history]
+    got = [r["loss"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")]
+    assert len(got) == 6 and all(abs(a - b) <= 1e-6 for a, b in zip(want, got)), (want, got)
+    for (name, p), q in zip(
+        resumed_trainer.module.state_dict().items(), make(tmp_path / "c").module.state_dict().values()
+    ):
+        if name.startswith("frozen."):
+            assert torch.equal(p, q), "frozen parameters changed"
+
+
+def test_outputs_of_a_run(tmp_path: Path) -> None:
+    trainer = make(tmp_path, "logging.plots=true", "logging.tensorboard=true", "checkpoint.keep_last=2")
+    result = trainer.fit()
+    assert result.step == 6 and result.skipped_steps == 0
+    assert load_config(TrainConfig, tmp_path / "config.yaml") == trainer.config
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(1, 7))
+    assert {"loss", "mse", "lr", "grad_norm", "skipped"} <= set(records[0])
+    assert records[0]["lr"] == 0.0 and records[2]["lr"] == pytest.approx(1e-3)  # 2 warmup steps
+    assert (tmp_path / "plots" / "loss.png").stat().st_size > 1000
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [4, 6]
+    fresh = Regressor()
+    assert load_safetensors(fresh, tmp_path / "final" / "model.safetensors") == ([], [])
+    for a, b in zip(fresh.state_dict().values(), trainer.module.state_dict().values()):
+        assert torch.equal(a, b)
+    # A finished run resumes to "nothing to do".
+    again = make(tmp_path, "checkpoint.keep_last=2").fit()
+    assert again.step == 6 and again.history == []
+
+
+@pytest.mark.parametrize("progress", ["rich", "tqdm"])
+def test_progress_bars_run(tmp_path: Path, progress: str) -> None:
+    assert make(tmp_path, "max_steps=2", f"logging.progress={progress}").fit().step == 2
+
+
+def test_isolated_nonfinite_step_is_skipped(tmp_path: Path) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def snapshot(trainer: Trainer, metrics: dict[str, float]) -> None:
+        seen.append({k: v.clone() for k, v in trainer.module.state_dict().items()})
+
+    result = make(tmp_path, nan_calls=frozenset({3}), callbacks=[snapshot]).fit()
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["skipped"] for r in records] == [0, 0, 1, 0, 0, 0]
+    assert records[2]["loss"] == "nan"
+    assert result.skipped_steps == 1 and result.step == 6
+    assert all(torch.equal(seen[1][k], seen[2][k]) for k in seen[1])  # the NaN step changed nothing
+    assert math.isfinite(records[-1]["loss"])
+
+
+def test_repeated_nonfinite_steps_stop_with_last_good_checkpoint(tmp_path: Path) -> None:
+    trainer = make(tmp_path, "max_consecutive_nonfinite=2", nan_calls=frozenset({3, 4, 5, 6}))
+    with pytest.raises(NonFiniteLossError) as err:
+        trainer.fit()
+    message = str(err.value)
+    assert "stopped at step 4" in message and "2 consecutive steps" in message
+    assert "step_00000002" in message
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [2]
+    assert not (tmp_path / "final").exists()
+    assert load_safetensors(Regressor(), tmp_path / "checkpoints" / "step_00000002" / "model.safetensors") == ([], [])
+
+
+def test_bad_input_fails_before_work(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'max_steps' has an invalid value: 0"):
+        make(tmp_path / "x", "max_steps=0")
+    with pytest.raises(ConfigError, match="'schedule.min_lr_ratio' has an invalid value"):
+        make(tmp_path / "x", "schedule.min_lr_ratio=2")
+    with pytest.raises(ConfigError, match=r"checkpoint.resume: .*nowhere is not a checkpoint"):
+        make(tmp_path / "x", f"checkpoint.resume={tmp_path / 'nowhere'}")
+    assert not (tmp_path / "x").exists()
+    cfg = TrainConfig(output_dir=str(tmp_path / "y"))
+    with pytest.raises(TypeError, match="lacks state_dict"):
+        Trainer(Regressor(), [1, 2, 3], cfg)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="fp16"):
+        make(tmp_path / "z", "distributed.precision=fp16", "distributed.device=cpu")
+
+
+def test_model_must_return_a_scalar_loss(tmp_path: Path) -> None:
+    class Vector(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(6, 2)
+
+        def forward(self, batch: Any) -> torch.Tensor:
+            return self.lin(batch[0]).mean(0)
+
+    cfg = load_config(TrainConfig, "tiny-cpu", [f"output_dir={tmp_path}", "logging.progress=none"])
+    trainer = Trainer(Vector(), ResumableBatches(dataset(), batch_size=4), cfg)
+    with pytest.raises(ValueError, match=r"scalar loss, got a tensor of shape \(2,\)"):
+        trainer.fit()
