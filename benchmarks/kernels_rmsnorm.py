@@ -12,7 +12,8 @@ Rows (whichever are available on the device):
 Time is the median forward + backward; "GB/s" counts the bytes an ideal fused kernel must move (read x [and
 residual], write y [and the sum]; read dy [and the sum's grad], the saved input, write dx) over that time, and
 "% of peak" divides by the device's memory bandwidth (``--peak-gbs``, or a small table of known GPUs).
-Peak memory is measured as in kernels_contrastive.py.
+Peak memory is measured as in kernels_contrastive.py; on CPU that pins glibc's mmap threshold, which adds
+a page fault per tensor page to every run — pass ``--time-only`` for CPU timings with the default allocator.
 
     python benchmarks/kernels_rmsnorm.py [--device cuda] [--dtype bfloat16] [--rows 16384] [--widths 1408 3200]
                                          [--residual] [--repeats 20] [--markdown]
@@ -81,10 +82,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--peak-gbs", type=float, default=None, help="device memory bandwidth, GB/s")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--time-only", action="store_true",
+                        help="CPU: keep glibc's default allocator (faster, no page fault per tensor); memory n/a")
     args = parser.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    if not cuda:
+    if not cuda and not args.time_only:
         ensure_pinned_mmap_threshold()
     if args.threads:
         torch.set_num_threads(args.threads)
