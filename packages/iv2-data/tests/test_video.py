@@ -21,6 +21,7 @@ from iv2_data import (
     IMAGENET_STD,
     CenterCropTransform,
     RandomResizedCropTransform,
+    ResizeTransform,
     VideoReadError,
     probe_video,
     read_clip,
@@ -259,6 +260,19 @@ def test_custom_transform_gets_uint8_frames_and_the_generator(h264_mp4):
     assert seen["frames"].dtype == torch.uint8 and seen["frames"].shape == (3, 48, 64, 3)
     assert seen["generator"] is g
     assert out == seen["frames"].float().mean()
+
+
+def test_resize_transform_squashes_the_whole_frame_like_pil(odd_size_mp4):
+    pil = pytest.importorskip("PIL.Image")
+    frames = read_frames(odd_size_mp4, 2)
+    clip = read_clip(odd_size_mp4, 2, transform=ResizeTransform(40))
+    assert clip.shape == (3, 2, 40, 40)
+    for t, frame in enumerate(frames.numpy()):
+        ref = np.asarray(pil.fromarray(frame).resize((40, 40), pil.Resampling.BICUBIC), np.float32)
+        expected = (ref / 255 - IMAGENET_MEAN) / IMAGENET_STD
+        got = clip[:, t].permute(1, 2, 0).numpy()
+        assert np.abs(got - expected).mean() < 0.02
+        assert np.abs(got - expected).max() < 0.2
 
 
 def test_public_helpers_compose_to_the_eval_transform(odd_size_mp4):

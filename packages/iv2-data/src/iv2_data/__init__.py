@@ -22,6 +22,7 @@ from iv2_data.transforms import (
     IMAGENET_STD,
     CenterCropTransform,
     RandomResizedCropTransform,
+    ResizeTransform,
 )
 from iv2_data.video import VideoInfo, VideoReadError, probe_video, read_clip, read_frames, sample_frame_indices
 
@@ -39,6 +40,7 @@ __all__ = [
     "MixtureLoader",
     "MultipleChoiceQADataset",
     "RandomResizedCropTransform",
+    "ResizeTransform",
     "ShardDataset",
     "ShardLoader",
     "ShardManifest",

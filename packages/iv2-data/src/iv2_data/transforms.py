@@ -1,14 +1,17 @@
-"""Frame transforms for video clips: evaluation (centre crop) and training (random resized crop, flip).
+"""Frame transforms for video clips: evaluation (centre crop, or the official squash) and training (random resized
+crop, flip).
 
-Every transform takes decoded frames as a ``uint8`` tensor ``(T, H, W, 3)`` (RGB, as
-:func:`iv2_data.read_frames` returns them) and gives a normalised ``float32`` tensor ``(3, T, size, size)``,
-the layout the InternVideo2 encoders take. All frames of a clip get the same crop and flip.
+Three transforms: :class:`CenterCropTransform` (evaluation, the default of ``read_clip``), :class:`ResizeTransform`
+(the official stage-2 evaluation: the whole frame squashed to a square) and :class:`RandomResizedCropTransform`
+(training). Each takes decoded frames as a ``uint8`` tensor ``(T, H, W, 3)`` (RGB, as :func:`iv2_data.read_frames`
+returns them) and gives a normalised ``float32`` tensor ``(3, T, size, size)``, the layout the InternVideo2 encoders
+take. All frames of a clip get the same crop and flip.
 
-Resizing is bicubic with antialiasing (``torch.nn.functional.interpolate(..., antialias=True)``), as the
-official pipelines resize with bicubic PIL/torchvision transforms. Each transform crops first and resizes the
-crop, so the work is proportional to the crop, not the whole frame. For the evaluation transform that is the
-same as "resize the short side to ``size``, then centre-crop ``size × size``" up to sub-pixel placement of the
-crop and the filter's support at the crop border.
+Resizing is bicubic with antialiasing, done by torch on ``uint8`` pixels (``F.interpolate(..., antialias=True)``
+with the same kernel and fixed-point rounding as PIL), as the official pipelines resize with bicubic
+PIL/torchvision transforms. Each transform crops first and resizes the crop, so the work is proportional to the
+crop, not the whole frame. For the evaluation transform that is the same as "resize the short side to ``size``,
+then centre-crop ``size × size``" up to sub-pixel placement of the crop and the filter's support at its border.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ __all__ = [
     "IMAGENET_STD",
     "CenterCropTransform",
     "RandomResizedCropTransform",
+    "ResizeTransform",
     "center_crop_box",
     "normalize",
     "random_resized_crop_box",
@@ -155,6 +159,23 @@ class CenterCropTransform:
     def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         _check_frames(frames)
         box = center_crop_box(frames.shape[1], frames.shape[2])
+        return _normalized(_crop_resize(frames, box, self.size, self.interpolation))
+
+
+@dataclass(frozen=True)
+class ResizeTransform:
+    """The whole frame resized to ``size × size`` (aspect not kept, nothing cropped), ImageNet normalisation.
+
+    This is the official stage-2 retrieval / zero-shot evaluation transform (``Resize((224, 224))``, bicubic;
+    REFERENCE.md n.); use it to reproduce those numbers exactly. :class:`CenterCropTransform` is the default.
+    """
+
+    size: int = 224
+    interpolation: str = "bicubic"
+
+    def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        _check_frames(frames)
+        box = (0, 0, frames.shape[1], frames.shape[2])
         return _normalized(_crop_resize(frames, box, self.size, self.interpolation))
 
 
