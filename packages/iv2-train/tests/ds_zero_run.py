@@ -1,6 +1,7 @@
-"""DeepSpeed ZeRO on CPU under ``torchrun --nproc-per-node 2``: train, then resume from a middle checkpoint
-in the same processes and check the resumed losses equal the first run's. Exits non-zero on failure.
+"""DeepSpeed ZeRO on CPU with 2 processes: train, then resume from a middle checkpoint in the same processes
+and check the resumed losses equal the first run's. Exits non-zero on failure.
 
+    DS_ACCELERATOR=cpu deepspeed --num_gpus 2 ds_zero_run.py OUTPUT_DIR STAGE
     DS_ACCELERATOR=cpu python -m torch.distributed.run --nproc-per-node 2 ds_zero_run.py OUTPUT_DIR STAGE
 """
 
@@ -67,4 +68,5 @@ def main(output_dir: str, stage: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    args = [a for a in sys.argv[1:] if not a.startswith("--local_rank")]  # added by the deepspeed launcher
+    main(args[0], int(args[1]))

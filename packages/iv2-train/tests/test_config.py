@@ -121,3 +121,16 @@ def test_to_dict_and_back_is_identity() -> None:
     cfg = apply_overrides(StageConfig(), ["train.optimizer.no_weight_decay_keywords=[pos_embed, temp]"])
     assert cfg.train.optimizer.no_weight_decay_keywords == ("pos_embed", "temp")
     assert config_from_dict(StageConfig, config_to_dict(cfg)) == cfg
+
+
+def test_command_line_words() -> None:
+    from iv2_train import parse_config_args
+
+    cfg = parse_config_args(
+        StageConfig, ["--local_rank=1", "tiny-synthetic", "train.max_steps=3", "--num_frames=2", "--local-rank", "0"],
+        flavors=STAGE_FLAVORS,
+    )  # fmt: skip
+    assert (cfg.num_frames, cfg.train.max_steps) == (2, 3)
+    assert parse_config_args(StageConfig, [], flavors=STAGE_FLAVORS, default="1b").model == "1b"
+    with pytest.raises(ConfigError, match="unexpected argument 'extra'"):
+        parse_config_args(StageConfig, ["1b", "extra"], flavors=STAGE_FLAVORS)

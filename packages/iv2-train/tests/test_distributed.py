@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -93,10 +94,14 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert [step for step, _ in list_checkpoints(broken)] == [9, 12]  # keep_last=2
 
 
-def test_deepspeed_zero2_cpu_trains_and_resumes(tmp_path: Path) -> None:
+def test_deepspeed_launcher_zero2_cpu_trains_and_resumes(tmp_path: Path) -> None:
     pytest.importorskip("deepspeed")
     env = run_env()
     env["DS_ACCELERATOR"] = "cpu"
-    out = run_ok(torchrun("ds_zero_run.py", str(tmp_path / "ds"), "2"), timeout=400, env=env)
+    with socket.socket() as sock:  # the launcher's default port may be taken by a neighbour's run
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    launcher = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", port]
+    out = run_ok([*launcher, str(HERE / "ds_zero_run.py"), str(tmp_path / "ds"), "2"], timeout=400, env=env)
     assert "ok losses=" in out
     assert (tmp_path / "ds" / "checkpoints" / "step_00000002" / "deepspeed").is_dir()

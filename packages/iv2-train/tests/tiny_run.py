@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iv2_train import ResumableBatches, TrainConfig, Trainer, load_config
+from iv2_train import ResumableBatches, TrainConfig, Trainer, parse_config_args
 
 
 class TinyRegressor(nn.Module):
@@ -48,9 +48,9 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pause-at", type=int, default=0)
     parser.add_argument("--nan-at", default="")
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
-    cfg = load_config(TrainConfig, "tiny-cpu", args.overrides)
+    args, rest = parser.parse_known_args(argv)
+    # The rest are key=value overrides (and --local_rank from the DeepSpeed launcher, ignored).
+    cfg = parse_config_args(TrainConfig, rest, default="tiny-cpu")
 
     torch.manual_seed(0)  # identical initial weights on every rank and every run
     nan_steps = {int(s) for s in args.nan_at.split(",") if s}

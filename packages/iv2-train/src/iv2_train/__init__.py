@@ -29,6 +29,7 @@ from .config import (
     config_from_dict,
     config_to_dict,
     load_config,
+    parse_config_args,
     save_config,
 )
 from .data import ResumableBatches, ResumableData
@@ -113,6 +114,7 @@ __all__ = [
     "lr_multiplier",
     "main_process_first",
     "move_to_device",
+    "parse_config_args",
     "plot_metrics",
     "prune_checkpoints",
     "read_metrics",

@@ -407,3 +407,36 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise wrong
     return value
+
+
+def parse_config_args(
+    cls: type[T],
+    argv: Sequence[str],
+    *,
+    flavors: Mapping[str, Callable[[], T]] | None = None,
+    default: str | None = None,
+) -> T:
+    """Config from command-line words: ``[FLAVOR_OR_YAML] [key.sub=value ...]``.
+
+    The first word without ``=`` is the flavor name or YAML path (else ``default``); the rest are dotted
+    overrides, ``--key.sub=value`` accepted too. ``--local_rank``/``--local-rank`` (added by the DeepSpeed
+    launcher) are ignored: the rank comes from the environment.
+    """
+    source: str | None = default
+    source_given = False
+    overrides: list[str] = []
+    words = list(argv)
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word.startswith(("--local_rank", "--local-rank")):
+            i += 1 if "=" in word else 2
+            continue
+        if "=" in word:
+            overrides.append(word)
+        elif not source_given and not overrides:
+            source, source_given = word, True
+        else:
+            raise ConfigError(f"unexpected argument {word!r}: expected FLAVOR_OR_YAML then key.sub=value overrides")
+        i += 1
+    return load_config(cls, source, overrides, flavors=flavors)
