@@ -10,6 +10,7 @@ import itertools
 import os
 import pathlib
 import pickle
+import warnings
 
 import av
 import numpy as np
@@ -356,6 +357,14 @@ def test_fifo_is_refused_without_blocking(video_dir):
         read_clip(fifo)
 
 
+def test_unknown_codec_is_an_error(h264_mp4, video_dir):
+    path = video_dir / "unknown_codec.mp4"
+    path.write_bytes(h264_mp4.read_bytes().replace(b"avc1", b"zzzz"))  # the sample entry's codec tag
+    with pytest.raises(VideoReadError, match="codec is unknown") as info:
+        read_clip(path)
+    assert str(path) in str(info.value)
+
+
 def test_directory_is_an_error(video_dir):
     with pytest.raises(VideoReadError, match="directory"):
         read_clip(video_dir)
@@ -389,6 +398,42 @@ def test_garbled_middle_never_hangs_nor_returns_wrong_frames(video_dir, video_to
         assert str(bad) in str(e)
     else:
         assert frames.shape == (8, 48, 64, 3)
+
+
+@pytest.mark.parametrize("source", ["h264_mp4", "vp9_webm", "h264_ts"])
+def test_damaged_copies_raise_or_give_a_clean_clip(source, request, video_dir):
+    """Seeded damage (truncation, flipped bytes, overwritten or dropped blocks): every result is either a
+    VideoReadError naming the file or a finite clip of the asked shape."""
+    data = request.getfixturevalue(source).read_bytes()
+    rng = np.random.default_rng(len(data))
+    outcomes = set()
+    for i in range(12):
+        damaged = bytearray(data)
+        a = int(rng.integers(len(damaged)))
+        b = min(len(damaged), a + int(rng.integers(1, 2000)))
+        kind = i % 4
+        if kind == 0:
+            damaged = damaged[: max(a, 1)]
+        elif kind == 1:
+            for j in rng.integers(len(damaged), size=20):
+                damaged[j] = int(rng.integers(256))
+        elif kind == 2:
+            damaged[a:b] = rng.integers(0, 256, b - a, dtype=np.uint8).tobytes()
+        else:
+            del damaged[a:b]
+        path = video_dir / f"damaged_{source}_{i}{request.getfixturevalue(source).suffix}"
+        path.write_bytes(bytes(damaged))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "only k of N frames" is expected for some
+                clip = read_clip(path, 4, 32)
+        except VideoReadError as e:
+            assert str(path) in str(e)
+            outcomes.add("error")
+        else:
+            assert clip.shape == (3, 4, 32, 32) and torch.isfinite(clip).all()
+            outcomes.add("clip")
+    assert outcomes  # every copy ended one of the two ways (any other exception fails the test)
 
 
 def test_video_read_error_pickles():

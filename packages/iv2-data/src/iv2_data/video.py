@@ -174,7 +174,10 @@ def _video_stream(container: av.container.InputContainer, path: str) -> av.video
     if not streams:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         raise VideoReadError(path, f"no video stream (streams: {', '.join(kinds)})")
-    return streams[0]
+    decodable = [s for s in streams if s.codec_context is not None]
+    if not decodable:  # a damaged header, or a codec this FFmpeg build has no decoder for
+        raise VideoReadError(path, "its video stream's codec is unknown to FFmpeg (damaged header?)")
+    return decodable[0]
 
 
 def _scan(container: av.container.InputContainer, stream, path: str) -> VideoInfo:
