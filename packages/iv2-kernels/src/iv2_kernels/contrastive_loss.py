@@ -258,7 +258,8 @@ def _check(a: torch.Tensor, b: torch.Tensor, temperature: float | torch.Tensor) 
         value = float(temperature.detach())  # one host sync: a non-finite temperature must not train silently
     else:
         value = float(temperature)
-        temperature = torch.tensor(value, dtype=a.dtype, device=a.device)
+        # float32 at least: a Python temperature must not be rounded to bfloat16/float16
+        temperature = torch.tensor(value, dtype=torch.promote_types(a.dtype, torch.float32), device=a.device)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"contrastive_loss: temperature must be finite and > 0, got {value}")
     return temperature
@@ -277,9 +278,9 @@ def contrastive_loss(
 
     ``a``, ``b``: ``(B, D)`` rows that match pairwise (same shape, dtype and device). ``temperature``: a
     positive float or one-element tensor (its gradient is returned when it requires grad). Returns a float32
-    scalar. ``group``: a ``torch.distributed`` process group (``dist.group.WORLD`` for all ranks) for the
-    distributed form; every rank must pass the same local batch size. ``block_size``: tile edge (default
-    1024 for torch, 64 for Triton; Triton needs a power of two ≥ 16).
+    scalar (float64 for float64 inputs on the torch path). ``group``: a ``torch.distributed`` process group
+    (``dist.group.WORLD`` for all ranks) for the distributed form; every rank must pass the same local batch
+    size. ``block_size``: tile edge (default 1024 for torch, 64 for Triton; Triton needs a power of two ≥ 16).
     """
     temperature = _check(a, b, temperature)
     chosen = resolve_backend(backend, a, b)
