@@ -4,16 +4,17 @@ Every generated frame shows its own index as a 10-bit binary code: a 5 × 2 grid
 the centred square of the frame (the rest is mid grey), row-major, most significant bit first. A centre crop
 keeps the whole grid, so tests can read back WHICH frames a reader returned with :func:`decode_index`.
 
-Fixtures (session-scoped, each a ``pathlib.Path``): ``h264_mp4`` (64×48, 40 frames, B-frames), ``h264_mkv``,
-``h264_ts``, ``h264_avi``, ``h264_raw`` (the same codec, 30 frames, in Matroska, MPEG-TS, AVI and a raw
-elementary stream),
-``vp9_webm`` (64×48, 24 frames, no frame count in the container), ``mpeg4_mp4`` (MPEG-4 part 2, 64×48,
-30 frames), ``portrait_mp4`` (48×64, 20 frames), ``odd_size_mp4`` (98×62, 20 frames),
-``three_frame_mp4`` (3 frames), ``vfr_mp4`` (30 frames at irregular timestamps), ``long_mp4`` (64×48,
-300 frames, a keyframe every 30), ``video_factory`` (a function writing any of these to a new path), and
-``broken_videos`` (a dict of damaged files: missing, empty, text, truncated, random), and ``video_tools``
-(the helpers ``index_frame``, ``decode_index``, ``centre_square``, ``write_video`` below, since test modules
-cannot import conftest under ``--import-mode=importlib``).
+Fixtures (session-scoped, each a ``pathlib.Path`` unless said):
+- ``h264_mp4`` (64×48, 40 frames, B-frames); ``h264_mkv``, ``h264_ts``, ``h264_avi``, ``h264_raw`` (30 frames in
+  Matroska, MPEG-TS, AVI and a raw elementary stream); ``vp9_webm`` (24 frames, no frame count in the header);
+  ``mpeg4_mp4`` (MPEG-4 part 2, 30 frames);
+- ``portrait_mp4`` (48×64, 20 frames), ``odd_size_mp4`` (98×62, 20 frames), ``three_frame_mp4`` (3 frames),
+  ``vfr_mp4`` (30 frames at irregular timestamps), ``long_mp4`` (300 frames, a keyframe every 30),
+  ``open_gop_mp4`` (90 frames, open GOPs of 30);
+- ``broken_videos``: a dict of damaged files (missing, empty, text, truncated, random);
+- ``video_dir`` (the session's folder), ``video_factory(name, num_frames, ...)`` (writes a new one there), and
+  ``video_tools``: the helpers ``index_frame``, ``decode_index``, ``centre_square``, ``write_video`` below,
+  since test modules cannot import conftest under ``--import-mode=importlib``.
 """
 
 from __future__ import annotations
@@ -188,6 +189,13 @@ def vfr_mp4(video_factory) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def long_mp4(video_factory) -> pathlib.Path:
     return video_factory("long.mp4", 300, options={"g": "30", "keyint_min": "30", "sc_threshold": "0"})
+
+
+@pytest.fixture(scope="session")
+def open_gop_mp4(video_factory) -> pathlib.Path:
+    """Open GOPs: B-frames just before each keyframe in time are decoded after it and refer to it."""
+    params = "open-gop=1:keyint=30:min-keyint=30:scenecut=0"
+    return video_factory("open_gop.mp4", 90, options={"bf": "3", "x264-params": params})
 
 
 @pytest.fixture(scope="session")

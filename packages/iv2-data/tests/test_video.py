@@ -138,6 +138,14 @@ def test_probe_counts_frames(name, request):
     assert (info.num_frames, info.width, info.height) == (total, width, height)
 
 
+@pytest.mark.parametrize("name", ["vp9_webm", "h264_mkv", "h264_ts", "h264_raw"])
+def test_containers_without_a_frame_count_are_counted(name, request):
+    path = request.getfixturevalue(name)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 0  # the header does not say
+    assert probe_video(path).num_frames == GENERATED[name][0]
+
+
 def test_three_frame_video_repeats_frames(three_frame_mp4, frame_ids):
     assert frame_ids(read_frames(three_frame_mp4, 8)) == [0, 0, 0, 1, 1, 1, 2, 2]
 
@@ -145,6 +153,12 @@ def test_three_frame_video_repeats_frames(three_frame_mp4, frame_ids):
 def test_explicit_indices_any_order(long_mp4, frame_ids):
     wanted = [299, 0, 150, 150, 31, 29, 30, 298]
     assert frame_ids(read_frames(long_mp4, indices=wanted)) == wanted
+
+
+def test_open_gop_frames_around_keyframes(open_gop_mp4, frame_ids):
+    wanted = [89, 28, 29, 30, 31, 58, 59, 60, 0, 88]
+    assert frame_ids(read_frames(open_gop_mp4, indices=wanted)) == wanted
+    assert frame_ids(read_frames(open_gop_mp4, 8)) == sample_frame_indices(90, 8)
 
 
 def test_random_sampling_reads_the_sampled_frames(long_mp4, frame_ids):
