@@ -71,3 +71,15 @@ def test_step_time_estimate_and_bad_arguments() -> None:
         estimate_memory(10, zero_stage=4)
     with pytest.raises(ValueError, match="precision"):
         estimate_memory(10, precision="fp8")
+
+
+def test_estimate_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from iv2_train.__main__ import main
+
+    assert main(["estimate", "--params", "6e9", "--zero", "0", "--gpus", "1", "--gpu-gib", "80"]) == 0
+    out = capsys.readouterr().out
+    assert "ZeRO-0, 1 GPUs, bf16" in out and "does NOT fit in 80 GiB" in out
+    main(["estimate", "--params", "1e9", "--gpus", "128", "--layers", "40", "--hidden", "1408", "--heads", "16",
+          "--seq-len", "2049", "--micro-batch", "32", "--checkpointing", "--peak-tflops", "989"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "fits in 80 GiB" in out and "s per step" in out

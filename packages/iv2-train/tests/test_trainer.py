@@ -176,3 +176,19 @@ def test_model_must_return_a_scalar_loss(tmp_path: Path) -> None:
     trainer = Trainer(Vector(), ResumableBatches(dataset(), batch_size=4), cfg)
     with pytest.raises(ValueError, match=r"scalar loss, got a tensor of shape \(2,\)"):
         trainer.fit()
+
+
+def test_batches_and_losses_helpers() -> None:
+    from collections import OrderedDict, namedtuple
+
+    from iv2_train import move_to_device, split_loss
+
+    Pair = namedtuple("Pair", "x y")
+    batch = OrderedDict(video=torch.ones(2, dtype=torch.float32), meta=[Pair(torch.zeros(1), 3), "name"])
+    moved = move_to_device(batch, torch.device("cpu"), torch.bfloat16)
+    assert isinstance(moved, OrderedDict) and moved["video"].dtype == torch.bfloat16
+    assert isinstance(moved["meta"][0], Pair) and moved["meta"][0].y == 3 and moved["meta"][1] == "name"
+    total, parts = split_loss({"vtc": torch.tensor(1.0), "mlm": torch.tensor(2.0), "note": "x"})
+    assert float(total) == 3.0 and set(parts) == {"vtc", "mlm"}
+    with pytest.raises(TypeError, match="got str"):
+        split_loss("loss")

@@ -72,7 +72,11 @@ def move_to_device(batch: Any, device: torch.device, float_dtype: torch.dtype | 
             batch = batch.to(float_dtype)
         return batch
     if isinstance(batch, Mapping):
-        return type(batch)({k: move_to_device(v, device, float_dtype) for k, v in batch.items()})  # type: ignore[call-arg]
+        moved = {k: move_to_device(v, device, float_dtype) for k, v in batch.items()}
+        try:
+            return type(batch)(moved)  # type: ignore[call-arg]
+        except TypeError:  # a mapping type that cannot be built from a dict
+            return moved
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
         return type(batch)(*(move_to_device(v, device, float_dtype) for v in batch))
     if isinstance(batch, (list, tuple)):
