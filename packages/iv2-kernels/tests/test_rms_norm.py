@@ -82,6 +82,21 @@ def test_weight_dtype_promotes_like_the_reference(backend):
     assert_close(y, y_ref, 2e-3)
 
 
+def test_mixed_residual_dtype_promotes_like_the_reference(backend):
+    # under autocast the encoder adds half-precision branch outputs to a float32 residual stream
+    x = torch.randn(5, 48).half().requires_grad_()
+    residual = torch.randn(5, 48).requires_grad_()
+    weight = torch.rand(48) + 0.5
+    y, summed = rms_norm(x, weight, residual=residual, backend=backend)
+    assert y.dtype == summed.dtype == torch.float32
+    y_ref, sum_ref = float64_rms_norm(x.double(), weight.double(), 1e-6, residual.double())
+    assert_close(summed, sum_ref, 1e-6)
+    assert_close(y, y_ref, 1e-5)
+    y.sum().backward()
+    assert x.grad.dtype == torch.float16 and residual.grad.dtype == torch.float32
+    assert_close(x.grad, residual.grad.double(), 1e-3)  # the same gradient, rounded to half for x
+
+
 def test_non_contiguous_and_empty_inputs(backend):
     base = torch.randn(6, 40)
     x = base[:, ::2]  # width 20, strided
@@ -105,7 +120,7 @@ def test_backends_agree_without_autograd(backend):
         (torch.randn(2, 8), torch.ones(7), None, r"weight must have shape \(8,\)"),
         (torch.randn(2, 8), torch.ones(8, 1), None, r"weight must have shape \(8,\)"),
         (torch.randn(2, 8), torch.ones(8), torch.randn(3, 8), r"residual shape \(3, 8\) != x shape \(2, 8\)"),
-        (torch.randn(2, 8), torch.ones(8), torch.randn(2, 8).double(), "residual is torch.float64"),
+        (torch.randn(2, 8), torch.ones(8), torch.ones(2, 8, dtype=torch.int32), "residual must be floating"),
         (torch.ones(2, 8, dtype=torch.int64), torch.ones(8), None, "x must be floating point"),
         (torch.randn(2, 8), torch.ones(8, dtype=torch.int64), None, "weight must be floating point"),
         (torch.randn(2, 8), torch.ones(8, device="meta"), None, "weight is on meta"),

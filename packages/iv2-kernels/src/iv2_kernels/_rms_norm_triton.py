@@ -125,4 +125,9 @@ class _RMSNormTriton(torch.autograd.Function):
 def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None
                     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Fused (add +) RMSNorm with Triton forward and backward kernels; same results as the reference."""
+    if residual is not None and residual.dtype != x.dtype:
+        # as the reference's ``x + residual``: the sum (and the norm) in the promoted dtype, e.g. a float32
+        # residual stream with bfloat16 branch outputs under autocast; autograd casts the gradients back
+        common = torch.promote_types(x.dtype, residual.dtype)
+        x, residual = x.to(common), residual.to(common)
     return _RMSNormTriton.apply(x, weight, eps, residual)

@@ -43,8 +43,8 @@ def _check(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None)
         raise ValueError(f"rms_norm: x must be floating point, got {x.dtype}")
     if not weight.is_floating_point():
         raise ValueError(f"rms_norm: weight must be floating point, got {weight.dtype}")
-    if residual is not None and residual.dtype != x.dtype:
-        raise ValueError(f"rms_norm: residual is {residual.dtype} but x is {x.dtype}")
+    if residual is not None and not residual.is_floating_point():
+        raise ValueError(f"rms_norm: residual must be floating point, got {residual.dtype}")
 
 
 def rms_norm(
