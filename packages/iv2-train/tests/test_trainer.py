@@ -192,3 +192,19 @@ def test_batches_and_losses_helpers() -> None:
     assert float(total) == 3.0 and set(parts) == {"vtc", "mlm"}
     with pytest.raises(TypeError, match="got str"):
         split_loss("loss")
+
+
+def test_ddp_strategy_with_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from iv2_train import shutdown_distributed
+
+    for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        # Start-up sets these for its private rendezvous; setenv first so that monkeypatch restores them.
+        monkeypatch.setenv(name, "unset")
+        monkeypatch.delenv(name)
+    try:
+        trainer = make(tmp_path, "max_steps=2", "distributed.strategy=ddp")
+        assert isinstance(trainer.model, nn.parallel.DistributedDataParallel)
+        assert trainer.env.backend == "gloo"
+        assert trainer.fit().step == 2
+    finally:
+        shutdown_distributed()

@@ -77,9 +77,9 @@ def init_distributed(cfg: DistributedConfig | None = None) -> DistEnv:
         raise ValueError("distributed.precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on CPU")
 
     backend = cfg.backend or ("nccl" if device.type == "cuda" else "gloo")
-    need_group = world_size > 1 or cfg.strategy == "deepspeed"
+    need_group = world_size > 1 or cfg.strategy in ("ddp", "deepspeed")
     if need_group and not dist.is_initialized():
-        # DeepSpeed wants a process group even for one process; give it a private rendezvous.
+        # DDP and DeepSpeed want a process group even for one process; give it a private rendezvous.
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
         os.environ.setdefault("RANK", str(rank))

@@ -42,7 +42,7 @@ from .distributed import (
     set_rng_state,
 )
 from .metrics import MetricsLogger, Progress, plot_metrics
-from .optim import build_optimizer, build_param_groups, build_scheduler
+from .optim import build_optimizer, build_param_groups, build_scheduler, trainable_summary
 
 log = logging.getLogger("iv2_train")
 
@@ -146,6 +146,8 @@ class Trainer:
             strategy = "ddp" if self.env.world_size > 1 else "single"
         self.strategy = strategy
 
+        _setup_logging(self.env.is_main)
+
         self.step = 0
         self.consecutive_nonfinite = 0
         self.skipped_steps = 0
@@ -172,6 +174,18 @@ class Trainer:
             else:
                 self.model = model
             self.engine = None
+        if self.env.is_main:
+            counts = trainable_summary(model)
+            log.info(
+                "%s on %d process(es), device %s, %s; %s trainable and %s frozen parameters; %s",
+                strategy if strategy != "deepspeed" else f"deepspeed ZeRO-{dist_cfg.zero_stage}",
+                self.env.world_size,
+                self.env.device,
+                dist_cfg.precision,
+                f"{counts['trainable']:,}",
+                f"{counts['frozen']:,}",
+                f"resuming from {self.resume_from}" if self.resume_from else "fresh start",
+            )
 
     # ---------------------------------------------------------------------------------------------------
     def _resolve_resume(self) -> Path | None:
@@ -270,6 +284,8 @@ class Trainer:
         if env.is_main and cfg.logging.plots and metrics_log.path.exists():
             plot_metrics(metrics_log.path, self.output_dir / "plots")
         barrier()
+        if env.is_main:
+            log.info("finished at step %d (%d skipped); outputs in %s", self.step, self.skipped_steps, self.output_dir)
         return TrainResult(self.step, self.output_dir, history, final, self.skipped_steps)
 
     # ---------------------------------------------------------------------------------------------------
@@ -443,6 +459,16 @@ class Trainer:
             export_safetensors(unwrap_model(self.module), path)
         barrier()
         return path if self.env.is_main else None
+
+
+def _setup_logging(is_main: bool) -> None:
+    """Give the ``iv2_train`` logger a stderr handler unless the application configured one."""
+    if log.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[iv2-train] %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO if is_main else logging.WARNING)
 
 
 def _deep_update(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
