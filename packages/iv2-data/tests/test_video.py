@@ -74,7 +74,9 @@ def clip_ids(video_tools):
 # --- sampling ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("total", "n"), [(300, 8), (40, 8), (8, 8), (9, 4), (1000, 16), (17, 5)])
+@pytest.mark.parametrize(
+    ("total", "n"), [(300, 8), (40, 8), (8, 8), (9, 4), (1000, 16), (17, 5), (30, 22), (30, 26), (46, 26)]
+)
 def test_middle_sampling_matches_official_rule(total, n):
     edges = np.linspace(0, total, n + 1).astype(int)
     expected = [(a + b - 1) // 2 for a, b in itertools.pairwise(edges)]

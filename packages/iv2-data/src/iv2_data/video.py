@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -76,8 +75,10 @@ def sample_frame_indices(
     - ``"get_index"``: ``int(s / 2) + round(s * i)`` with ``s = (N - 1) / n`` — the ``get_index`` rule of
       the official VideoChat2 / InternVideo2-chat code.
 
-    A video with fewer frames than asked repeats frames (segments shorter than one frame take the frame they
-    start in), so the result always has ``num_frames`` non-decreasing indices in ``[0, N)``.
+    A video with fewer frames than asked repeats frames: an empty segment takes the frame it starts at (the
+    official ``"middle"`` code would compute index -1 there, i.e. the last frame), so the result always has
+    ``num_frames`` non-decreasing indices in ``[0, N)``. Edges are computed as the official code does, with
+    numpy's floating-point ``linspace`` (which can put an edge one frame lower than exact arithmetic).
     """
     if num_video_frames < 1:
         raise ValueError(f"num_video_frames must be >= 1, got {num_video_frames}")
@@ -87,8 +88,8 @@ def sample_frame_indices(
     if sampling == "get_index":
         seg = (total - 1) / n
         return [min(int(seg / 2) + round(seg * i), total - 1) for i in range(n)]
-    # Integer edges exactly as numpy's linspace(0, N, n + 1).astype(int) gives them.
-    edges = [math.floor(i * total / n) for i in range(n + 1)]
+    # The official code's edges, floating-point rounding included (linspace(0, 30, 23)[11] is 14.999...).
+    edges = np.linspace(0, total, n + 1).astype(int).tolist()
     if sampling == "middle":
         return [max(a, (a + b - 1) // 2) for a, b in itertools.pairwise(edges)]
     if sampling == "random":
