@@ -19,6 +19,7 @@ from iv2_train import (
     broadcast_object,
     init_distributed,
     reduce_dict_mean,
+    seed_everything,
     shutdown_distributed,
 )
 
@@ -38,6 +39,16 @@ def main() -> None:
     rank, world = env.rank, env.world_size
     assert world == 2, f"expected 2 processes, got {world}"
     failures: list[str] = []
+    if env.backend != "gloo" or env.device.type != "cpu":
+        failures.append(f"expected gloo on cpu, got {env.backend} on {env.device}")
+
+    # Per-rank seeding: seed + rank, so ranks draw different dropout masks / augmentations.
+    seed_everything(5, rank)
+    draw = torch.rand(3)
+    if not torch.equal(draw, torch.rand(3, generator=torch.Generator().manual_seed(5 + rank))):
+        failures.append("seed_everything did not seed torch with seed + rank")
+    if torch.equal(all_gather_no_grad(draw[None])[0], all_gather_no_grad(draw[None])[1]):
+        failures.append("ranks drew the same random numbers")
 
     inputs = [rank_input(r) for r in range(world)]
     everything = torch.cat(inputs)
