@@ -105,6 +105,18 @@ def test_float16_triton_matches_float64(triton_backend):
                                rtol=1e-2, atol=1e-2)
 
 
+def test_autocast_bfloat16_matches_float64(backend):
+    # the encoder runs under autocast: float32 weights and tokens, bfloat16 matmuls; output in bfloat16
+    case = CASES[0]
+    params = make_params(*case[2:3], *case[4:6])
+    x = torch.randn(2, 9, 96, dtype=torch.float64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = call(x.float(), case[3], {k: (v.float() if v is not None else None) for k, v in params.items()},
+                 backend)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.double(), float64_attention_pool(x, case[3], params), rtol=3e-2, atol=3e-2)
+
+
 def test_bad_input_raises_value_error(backend):
     params = {k: (v.float() if v is not None else None) for k, v in make_params(16, 16, 4).items()}
     x = torch.randn(2, 3, 16)

@@ -70,6 +70,15 @@ def test_bfloat16_torch():
     check(45, 32, "torch", 16, dtype=torch.bfloat16, tol=2e-2, temperature=0.5)
 
 
+def test_autocast_keeps_float32_accumulation(backend):
+    # under bfloat16 autocast the tile products still accumulate in float32 (the plain loss would not)
+    a, b = make_inputs(40, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = contrastive_loss(a.float(), b.float(), 0.3, backend=backend, block_size=16)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(float64_infonce(a, b, 0.3).item(), rel=1e-5)
+
+
 def test_sharp_temperature_is_stable(backend):
     # logits up to ±100: a naive exp() overflows float32; the online log-sum-exp does not
     check(50, 16, backend, 16, temperature=0.01, normalise=True, tol=1e-4)

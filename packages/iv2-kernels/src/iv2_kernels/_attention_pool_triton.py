@@ -218,7 +218,24 @@ def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
 
 def attention_pool_triton(x, num_heads, norm_q, norm_k, norm_v, q_weight, q_bias, k_weight, k_bias,
                           v_weight, v_bias, proj_weight, proj_bias, eps=1e-5):
-    """Same contract as :func:`iv2_kernels.attention_pool.attention_pool_reference`; float32 accumulation."""
+    """Same contract as :func:`iv2_kernels.attention_pool.attention_pool_reference`; float32 accumulation.
+
+    Under autocast the small torch parts still run in float32 (the kernels need float32 ``w_k``) and the result
+    is returned in the autocast dtype, as the reference's last ``F.linear`` would be.
+    """
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        out_dtype = torch.get_autocast_dtype(device_type)
+    else:
+        out_dtype = torch.promote_types(x.dtype, proj_weight.dtype)
+    with torch.autocast(device_type, enabled=False):
+        out = _attention_pool_float32(x, num_heads, norm_q, norm_k, norm_v, q_weight, q_bias, k_weight, k_bias,
+                                      v_weight, v_bias, proj_weight, proj_bias, eps)
+    return out.to(out_dtype)
+
+
+def _attention_pool_float32(x, num_heads, norm_q, norm_k, norm_v, q_weight, q_bias, k_weight, k_bias, v_weight,
+                            v_bias, proj_weight, proj_bias, eps):
     b, _, c = x.shape
     inner = q_weight.shape[0]
     head_dim = inner // num_heads
@@ -229,7 +246,7 @@ def attention_pool_triton(x, num_heads, norm_q, norm_k, norm_v, q_weight, q_bias
     w_k = torch.einsum("bhd,hdc->bhc", q, k_weight.float().view(num_heads, head_dim, c))
     if norm_k[0] is not None:
         w_k = w_k * norm_k[0].float()
-    pooled = _LayerNormSoftmaxPool.apply(x.contiguous(), w_k.contiguous(), eps)
+    pooled = _LayerNormSoftmaxPool.apply(x.contiguous(), w_k.float().contiguous(), eps)
     v_in = pooled * norm_v[0].float() if norm_v[0] is not None else pooled
     if norm_v[1] is not None:
         v_in = v_in + norm_v[1].float()
@@ -241,4 +258,4 @@ def attention_pool_triton(x, num_heads, norm_q, norm_k, norm_v, q_weight, q_bias
     for unused in (k_bias, norm_k[1]):
         if unused is not None and unused.requires_grad:
             out = out + 0.0 * unused.sum()
-    return out.to(torch.promote_types(x.dtype, proj_weight.dtype))
+    return out

@@ -169,8 +169,20 @@ def _grad_rows(backend: str, x, y, x_stats, y_stats, inv_temp, coef, block, offs
 
 
 class _ContrastiveLoss(torch.autograd.Function):
+    # Autocast is switched off inside: the tiles must accumulate in float32 (bfloat16 tile matmuls would cost
+    # the loss ~3 digits), and the inputs are cast explicitly.
     @staticmethod
     def forward(ctx, a, b, temperature, backend, block, group):
+        with torch.autocast(a.device.type, enabled=False):
+            return _ContrastiveLoss._forward(ctx, a, b, temperature, backend, block, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        with torch.autocast(grad.device.type, enabled=False):
+            return _ContrastiveLoss._backward(ctx, grad)
+
+    @staticmethod
+    def _forward(ctx, a, b, temperature, backend, block, group):
         if backend == "triton":  # the kernels load tiles in the input dtype and accumulate in float32
             acc_dtype = torch.float32
             x, y = a.detach().contiguous(), b.detach().contiguous()
@@ -211,7 +223,7 @@ class _ContrastiveLoss(torch.autograd.Function):
         return loss.reshape(()).to(torch.promote_types(acc_dtype, torch.float32))
 
     @staticmethod
-    def backward(ctx, grad):
+    def _backward(ctx, grad):
         x, y, x_all, y_all, row_stats, col_stats, row_stats_all, col_stats_all, temp = ctx.saved_tensors
         acc_dtype = temp.dtype
         inv_temp = 1.0 / temp
