@@ -100,6 +100,11 @@ def _block_d(dim: int) -> int:
     return max(16, triton.next_power_of_2(dim))
 
 
+def _num_warps(block: int, block_d: int) -> int:
+    # an x tile and a float32 accumulator of block × block_d each: more warps spread the registers
+    return 8 if block * block_d >= 64 * 256 else 4
+
+
 def row_stats(x: torch.Tensor, y: torch.Tensor, inv_temp: torch.Tensor, block: int, offset: int
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """float32 ``(n_x,)`` each: row max of ``S = x @ y.T · inv_temp``, log Σ exp(S − max), ``S[i, i + offset]``."""
@@ -108,7 +113,8 @@ def row_stats(x: torch.Tensor, y: torch.Tensor, inv_temp: torch.Tensor, block: i
     grid = (triton.cdiv(x.shape[0], block),)
     _row_stats_kernel[grid](x, y, inv_temp.float().contiguous(), row_max, logsum, positive, x.shape[0],
                             y.shape[0], x.shape[1], x.stride(0), y.stride(0), offset, BLOCK_M=block,
-                            BLOCK_N=block, BLOCK_D=_block_d(x.shape[1]), DOT_PRECISION=dot_precision(x.dtype))
+                            BLOCK_N=block, BLOCK_D=_block_d(x.shape[1]), DOT_PRECISION=dot_precision(x.dtype),
+                            num_warps=_num_warps(block, _block_d(x.shape[1])))
     return row_max, logsum, positive
 
 
@@ -123,5 +129,5 @@ def grad_rows(x: torch.Tensor, y: torch.Tensor, x_max: torch.Tensor, x_logsum: t
     _grad_rows_kernel[grid](x, y, *stats, inv_temp.float().contiguous(), coef.float().contiguous(), out,
                             x.shape[0], y.shape[0], x.shape[1], x.stride(0), y.stride(0), out.stride(0), offset,
                             BLOCK_M=block, BLOCK_N=block, BLOCK_D=_block_d(x.shape[1]),
-                            DOT_PRECISION=dot_precision(x.dtype))
+                            DOT_PRECISION=dot_precision(x.dtype), num_warps=_num_warps(block, _block_d(x.shape[1])))
     return out
