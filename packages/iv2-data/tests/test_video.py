@@ -97,8 +97,8 @@ def test_short_videos_repeat_frames_in_order(total, sampling):
     assert len(idx) == 8
     assert idx == sorted(idx)
     assert set(idx) <= set(range(total))
-    if sampling != "get_index":  # segment rules use every frame when there are fewer frames than asked
-        assert set(idx) == set(range(total))
+    if sampling != "get_index":  # official segment rules: each frame once, then the last one repeated
+        assert idx == list(range(total)) + [total - 1] * (8 - total)
 
 
 def test_random_sampling_one_frame_per_segment_and_seeded():
@@ -149,7 +149,8 @@ def test_containers_without_a_frame_count_are_counted(name, request):
 
 
 def test_three_frame_video_repeats_frames(three_frame_mp4, frame_ids):
-    assert frame_ids(read_frames(three_frame_mp4, 8)) == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert frame_ids(read_frames(three_frame_mp4, 8)) == [0, 1, 2, 2, 2, 2, 2, 2]
+    assert frame_ids(read_frames(three_frame_mp4, 8, "get_index")) == [0, 0, 0, 1, 1, 1, 2, 2]
 
 
 def test_explicit_indices_any_order(long_mp4, frame_ids):

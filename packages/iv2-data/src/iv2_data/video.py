@@ -71,14 +71,17 @@ def sample_frame_indices(
 
     - ``"middle"``: the middle frame of each segment, ``(a + b - 1) // 2`` for segment ``[a, b)`` — the
       official InternVideo2 (stage 2) retrieval and zero-shot evaluation rule.
-    - ``"random"``: a uniformly random frame of each segment (TSN-style training sampling).
+    - ``"random"``: a uniformly random frame of each segment (TSN-style training sampling). The official
+      ``rand`` draws from ``range(a, b - 1)``, which never picks a segment's last frame and fails on
+      one-frame segments; we draw from the whole segment.
     - ``"get_index"``: ``int(s / 2) + round(s * i)`` with ``s = (N - 1) / n`` — the ``get_index`` rule of
       the official VideoChat2 / InternVideo2-chat code.
 
-    A video with fewer frames than asked repeats frames: an empty segment takes the frame it starts at (the
-    official ``"middle"`` code would compute index -1 there, i.e. the last frame), so the result always has
-    ``num_frames`` non-decreasing indices in ``[0, N)``. Edges are computed as the official code does, with
-    numpy's floating-point ``linspace`` (which can put an edge one frame lower than exact arithmetic).
+    A video with fewer frames than asked (N < n): the segment rules take every frame once and pad with the
+    last one, as the official code does (N = 3, n = 8 → 0 1 2 2 2 2 2 2); ``"get_index"`` repeats frames
+    along the way (0 0 0 1 1 1 2 2). The result always has ``num_frames`` non-decreasing indices in
+    ``[0, N)``. Edges are computed as the official code does, with numpy's floating-point ``linspace``
+    (which can put an edge one frame lower than exact arithmetic).
     """
     if num_video_frames < 1:
         raise ValueError(f"num_video_frames must be >= 1, got {num_video_frames}")
@@ -88,17 +91,17 @@ def sample_frame_indices(
     if sampling == "get_index":
         seg = (total - 1) / n
         return [min(int(seg / 2) + round(seg * i), total - 1) for i in range(n)]
+    if sampling not in ("middle", "random"):
+        raise ValueError(f"unknown sampling {sampling!r}; expected one of {SAMPLING_MODES}")
+    segments = min(n, total)
     # The official code's edges, floating-point rounding included (linspace(0, 30, 23)[11] is 14.999...).
-    edges = np.linspace(0, total, n + 1).astype(int).tolist()
+    edges = np.linspace(0, total, segments + 1).astype(int).tolist()
     if sampling == "middle":
-        return [max(a, (a + b - 1) // 2) for a, b in itertools.pairwise(edges)]
-    if sampling == "random":
-        draws = torch.rand(n, generator=generator, dtype=torch.float64).tolist()
-        out = []
-        for (a, b), u in zip(itertools.pairwise(edges), draws):
-            out.append(a + min(int(u * (b - a)), b - a - 1) if b > a else a)
-        return out
-    raise ValueError(f"unknown sampling {sampling!r}; expected one of {SAMPLING_MODES}")
+        out = [(a + b - 1) // 2 for a, b in itertools.pairwise(edges)]
+    else:
+        draws = torch.rand(segments, generator=generator, dtype=torch.float64).tolist()
+        out = [a + min(int(u * (b - a)), b - a - 1) for (a, b), u in zip(itertools.pairwise(edges), draws)]
+    return out + [out[-1]] * (n - segments)
 
 
 # ---------------------------------------------------------------------------------------------------------
