@@ -16,6 +16,7 @@ from iv2_train import (
     all_gather_with_grad,
     all_reduce_mean,
     any_rank_true,
+    barrier,
     broadcast_object,
     init_distributed,
     reduce_dict_mean,
@@ -32,6 +33,39 @@ def rank_input(rank: int) -> torch.Tensor:
 def local_loss(local: torch.Tensor, gathered: torch.Tensor) -> torch.Tensor:
     # A contrastive-style loss: every local row against every gathered row.
     return torch.logsumexp(local @ gathered.T, dim=1).sum()
+
+
+def nonfinite_on_one_rank(rank: int) -> list[str]:
+    """A NaN loss on rank 1 only must make *both* ranks skip the same step (else DDP diverges or hangs)."""
+    import shutil
+    import tempfile
+
+    from tiny_run import TinyRegressor, synthetic_dataset
+
+    from iv2_train import ResumableBatches, TrainConfig, Trainer, broadcast_object, load_config
+
+    out = broadcast_object(tempfile.mkdtemp(prefix="iv2-nan-") if rank == 0 else None)
+    cfg = load_config(
+        TrainConfig,
+        "tiny-cpu",
+        [
+            f"output_dir={out}",
+            "max_steps=4",
+            "logging.progress=none",
+            "logging.plots=false",
+            "checkpoint.every_steps=4",
+        ],
+    )
+    torch.manual_seed(0)
+    model = TinyRegressor({2} if rank == 1 else set())
+    result = Trainer(model, ResumableBatches(synthetic_dataset(), batch_size=4), cfg).fit()
+    skipped = [int(r["skipped"]) for r in result.history]
+    barrier()
+    if rank == 0:
+        shutil.rmtree(out, ignore_errors=True)
+    if skipped != [0, 1, 0, 0] or result.skipped_steps != 1:
+        return [f"rank {rank}: skipped pattern {skipped}, expected [0, 1, 0, 0] on every rank"]
+    return []
 
 
 def main() -> None:
@@ -84,6 +118,7 @@ def main() -> None:
     if broadcast_object({"from": rank}) != {"from": 0}:
         failures.append("broadcast_object differs")
 
+    failures += nonfinite_on_one_rank(env.rank)
     shutdown_distributed()
     if failures:
         print(f"rank {rank}: " + "; ".join(failures), file=sys.stderr)
