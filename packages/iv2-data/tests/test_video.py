@@ -10,6 +10,7 @@ import itertools
 import os
 import pathlib
 import pickle
+import types
 import warnings
 
 import av
@@ -203,6 +204,24 @@ def test_unusable_seeking_falls_back_to_counting(long_mp4, frame_ids, monkeypatc
 
 def test_single_thread_decoding_gives_the_same_frames(long_mp4):
     torch.testing.assert_close(read_frames(long_mp4, 5, threads=1), read_frames(long_mp4, 5))
+
+
+class _ThreadChoice(torch.utils.data.Dataset):
+    """Reports the FFmpeg thread count read_frames would pick by default, wherever it runs."""
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        stream = types.SimpleNamespace()
+        video_module._prepare(stream, None)
+        return stream.thread_count
+
+
+def test_default_threads_one_per_dataloader_worker():
+    assert _ThreadChoice()[0] == 0  # main process: FFmpeg chooses
+    loader = torch.utils.data.DataLoader(_ThreadChoice(), batch_size=None, num_workers=1)
+    assert list(loader) == [1]
 
 
 def test_display_rotation_is_applied(video_dir, video_tools):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
 from iv2_data.transforms import CenterCropTransform, RandomResizedCropTransform
 
@@ -323,7 +324,10 @@ def _to_rgb(frame, auto_rotate: bool = True) -> np.ndarray:
     return rgb
 
 
-def _prepare(stream, threads: int) -> None:
+def _prepare(stream, threads: int | None) -> None:
+    if threads is None:
+        # DataLoader workers already run one per core; FFmpeg threads on top would oversubscribe the CPU.
+        threads = 1 if get_worker_info() is not None else 0
     stream.thread_type = "AUTO"  # frame + slice threads
     stream.thread_count = threads
 
@@ -335,7 +339,7 @@ def read_frames(
     *,
     indices: Sequence[int] | None = None,
     generator: torch.Generator | None = None,
-    threads: int = 0,
+    threads: int | None = None,
     auto_rotate: bool = True,
 ) -> torch.Tensor:
     """Decode ``num_frames`` frames picked by ``sampling`` (or the given frame ``indices``) as RGB ``uint8``
@@ -343,9 +347,9 @@ def read_frames(
 
     Raises :class:`VideoReadError` for a missing, empty, non-video, truncated or undecodable file. Frames the
     container lists but that do not decode are replaced by the next frame that does (or the last one, at the
-    end); a file of which no frame decodes is an error. ``threads`` is FFmpeg's decoding thread count
-    (0: as many as it sees fit). ``auto_rotate`` turns frames of videos with a display rotation (phone
-    videos) upright, as players show them.
+    end); a file of which no frame decodes is an error. ``threads`` is FFmpeg's decoding thread count (0: as
+    many as it sees fit; the default ``None`` means 1 inside a DataLoader worker, else 0). ``auto_rotate``
+    turns frames of videos with a display rotation (phone videos) upright, as players show them.
     """
     path = os.fspath(path)
     by_index = None
@@ -504,7 +508,7 @@ def read_clip(
     transform: Callable[..., torch.Tensor] | None = None,
     generator: torch.Generator | None = None,
     seed: int | None = None,
-    threads: int = 0,
+    threads: int | None = None,
     auto_rotate: bool = True,
 ) -> torch.Tensor:
     """Read ``num_frames`` frames of a video as a normalised ``float32`` tensor ``(3, T, size, size)``.
