@@ -69,6 +69,9 @@ def nonfinite_on_one_rank(rank: int) -> list[str]:
 
 
 def main() -> None:
+    from tiny_run import die_with_parent
+
+    die_with_parent()
     env = init_distributed(DistributedConfig())
     rank, world = env.rank, env.world_size
     assert world == 2, f"expected 2 processes, got {world}"

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import torch
-from tiny_run import TinyRegressor, synthetic_dataset
+from tiny_run import TinyRegressor, die_with_parent, synthetic_dataset
 
 from iv2_train import ResumableBatches, TrainConfig, Trainer, barrier, checkpoint_dir, load_config, read_safetensors
 
@@ -40,6 +40,7 @@ def make_trainer(output_dir: str, stage: int) -> Trainer:
 
 
 def main(output_dir: str, stage: int) -> None:
+    die_with_parent()
     first = make_trainer(output_dir, stage).fit()
     first_losses = [r["loss"] for r in first.history]
     weights_first = read_safetensors(Path(output_dir) / "final" / "model.safetensors")

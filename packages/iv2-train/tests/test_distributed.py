@@ -69,6 +69,15 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
             assert proc.poll() is None, f"run exited early:\n{proc.stderr.read().decode()[-4000:]}"  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "run never reached the pause point"
             time.sleep(0.2)
+        # SIGKILL the two workers (torchrun starts each in its own session), then the launcher.
+        pids = [int(f.read_text()) for f in sorted((broken / "pids").glob("rank*"))]
+        deadline = time.monotonic() + 60
+        while len(pids) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            pids = [int(f.read_text()) for f in sorted((broken / "pids").glob("rank*"))]
+        assert len(pids) == 2, "both workers should have reached the pause point"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -2,13 +2,17 @@
 
     python -m torch.distributed.run --nproc-per-node 2 tiny_run.py [--pause-at STEP] key=value ...
 
-``--pause-at STEP`` makes rank 0 write ``OUTPUT/paused`` after that step and then hang, so a test can kill
-the whole run at a known point with SIGKILL. ``--nan-at STEP,...`` poisons the loss at those steps.
+``--pause-at STEP`` makes every rank write its pid to ``OUTPUT/pids/`` and wait after that step, and rank 0
+write ``OUTPUT/paused``, so a test can SIGKILL the workers at a known point. ``--nan-at CALL,...`` poisons
+the loss at those forward calls.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -17,6 +21,14 @@ import torch
 from torch import nn
 
 from iv2_train import ResumableBatches, TrainConfig, Trainer, parse_config_args
+
+
+def die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this worker when its launcher dies, so a killed or timed-out test never
+    leaves workers behind (torchrun starts each worker in its own session, out of reach of killpg)."""
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class TinyRegressor(nn.Module):
@@ -49,6 +61,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--pause-at", type=int, default=0)
     parser.add_argument("--nan-at", default="")
     args, rest = parser.parse_known_args(argv)
+    die_with_parent()
     # The rest are key=value overrides (and --local_rank from the DeepSpeed launcher, ignored).
     cfg = parse_config_args(TrainConfig, rest, default="tiny-cpu")
 
@@ -59,10 +72,15 @@ def main(argv: list[str]) -> None:
 
     def pause(trainer: Trainer, metrics: dict[str, float]) -> None:
         if args.pause_at and trainer.step == args.pause_at:
+            pids = Path(cfg.output_dir) / "pids"
+            pids.mkdir(exist_ok=True)
+            (pids / f"rank{trainer.env.rank}").write_text(str(os.getpid()))
             if trainer.env.is_main:
                 (Path(cfg.output_dir) / "paused").write_text(str(trainer.step))
-            while True:  # wait here to be killed
-                time.sleep(1)
+            parent = os.getppid()
+            while os.getppid() == parent:  # wait here to be killed; leave if the launcher is gone
+                time.sleep(0.2)
+            os._exit(1)
 
     trainer = Trainer(model, data, cfg, callbacks=[pause])
     result = trainer.fit()
