@@ -6,6 +6,7 @@ crop/resize/normalisation (``iv2_data.CenterCropTransform``), so the columns dif
 decoding. A baseline that is not installed, or fails to import, is reported as unavailable.
 
     python benchmarks/data_decode.py [--seconds 10] [--width 640 --height 360] [--gop 250] [--video PATH]
+                                     [--json results.jsonl] [--torchcodec-ffmpeg-from-pyav]
 
 decord and torchcodec are in the workspace's ``bench`` dependency group; run this from a venv that has them.
 torchcodec needs FFmpeg's shared libraries; without a system FFmpeg, ``--torchcodec-ffmpeg-from-pyav`` lets it
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import fractions
+import json
 import os
 import pathlib
 import platform
@@ -156,6 +158,7 @@ def main() -> None:
         default=1,
         help="torch intra-op threads for the shared resize/normalise step (DataLoader workers use 1)",
     )
+    parser.add_argument("--json", help="append the results as one JSON line to this file")
     parser.add_argument(
         "--torchcodec-ffmpeg-from-pyav",
         action="store_true",
@@ -172,11 +175,14 @@ def main() -> None:
             path = os.path.join(tmp, "bench.mp4")
             write_clip(path, args.frames_in_video, args.width, args.height, args.gop)
         info = probe_video(path)
+        video_description = (
+            f"{info.num_frames} frames {info.width}x{info.height} {info.codec}, {len(info.keyframe_pts)} keyframes, "
+            f"{os.path.getsize(path) / 1e6:.1f} MB"
+        )
         print(
-            f"video: {info.num_frames} frames {info.width}x{info.height} {info.codec}, "
-            f"{len(info.keyframe_pts)} keyframes, {os.path.getsize(path) / 1e6:.1f} MB; reading "
-            f"{args.num_frames} frames at {args.size} px ('middle'); {os.cpu_count()} CPUs "
-            f"({platform.processor() or platform.machine()}), torch threads {torch.get_num_threads()}"
+            f"video: {video_description}; reading {args.num_frames} frames at {args.size} px ('middle'); "
+            f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+            f"torch threads {torch.get_num_threads()}"
         )
         reference = None
         readers, notes = {}, {}
@@ -202,6 +208,19 @@ def main() -> None:
     for name, rate, spread, cpu, note in rows:
         cells = ("–", "–") if rate is None else (f"{rate:.1f} ± {spread:.1f}", f"{cpu:.0f}")
         print(f"| {name} | {cells[0]} | {cells[1]} | {note} |")
+    if args.json:
+        record = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "machine": f"{os.cpu_count()} CPUs {platform.processor() or platform.machine()}",
+            "load_average": os.getloadavg(),
+            "video": video_description,
+            "results": [
+                {"reader": name, "clips_per_s": rate, "half_range": spread, "cpu_ms_per_clip": cpu, "note": note}
+                for name, rate, spread, cpu, note in rows
+            ],
+        }
+        with open(args.json, "a") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":
