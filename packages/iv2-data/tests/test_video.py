@@ -6,6 +6,7 @@ were read, not only shapes.
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import pathlib
@@ -185,6 +186,27 @@ def test_long_video_seeks_instead_of_decoding_everything(long_mp4, monkeypatch, 
     frames = read_frames(long_mp4, 8)
     assert frame_ids(frames) == sample_frame_indices(300, 8)
     assert len(decoded) < 150  # the 8 targets lie 18, 25, 3, 10, 18, 25, 3, 10 frames into their GOPs
+
+
+def test_bytes_and_file_objects_read_like_the_path(long_mp4, h264_avi, frame_ids):
+    expected = sample_frame_indices(300, 8)
+    assert frame_ids(read_frames(long_mp4.read_bytes(), 8)) == expected
+    with open(long_mp4, "rb") as f:
+        assert frame_ids(read_frames(f, 8)) == expected
+    # AVI decodes by counting from a fresh start: the file object is rewound for it
+    assert frame_ids(read_frames(io.BytesIO(h264_avi.read_bytes()), 4)) == sample_frame_indices(30, 4)
+    assert probe_video(long_mp4.read_bytes()).num_frames == 300
+
+
+def test_broken_bytes_and_file_objects_raise(broken_videos):
+    with pytest.raises(VideoReadError, match="empty"):
+        read_clip(b"")
+    with pytest.raises(VideoReadError, match="text file") as info:
+        read_clip(b"just some words, no video at all\n" * 10)
+    assert "<bytes>" in str(info.value)
+    with open(broken_videos["random"], "rb") as f, pytest.raises(VideoReadError) as info:
+        read_clip(f)
+    assert str(broken_videos["random"]) in str(info.value)  # a file object is named by its .name
 
 
 def test_vfr_sampling_is_by_frame_not_by_time(vfr_mp4, frame_ids):

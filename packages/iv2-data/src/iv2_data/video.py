@@ -13,11 +13,13 @@ seeks to the keyframe before a wanted frame when that skips decoding, and otherw
 from __future__ import annotations
 
 import bisect
+import io
 import itertools
 import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -131,28 +133,54 @@ class VideoInfo:
 _UNORDERED_TIMESTAMP_FORMATS = {"avi"}
 
 
-def _open(path: str) -> av.container.InputContainer:
-    if not os.path.exists(path):
-        raise VideoReadError(path, "no such file")
-    if os.path.isdir(path):
-        raise VideoReadError(path, "is a directory, not a video file")
-    if not os.path.isfile(path):  # a FIFO or device would block or never end
-        raise VideoReadError(path, "not a regular file")
-    if os.path.getsize(path) == 0:
-        raise VideoReadError(path, "the file is empty (0 bytes)")
+VideoSource = str | os.PathLike[str] | bytes | BinaryIO  # a path, or the bytes of a video in memory
+
+
+def _as_source(video: VideoSource) -> tuple[str, str | BinaryIO]:
+    """``(name for messages, what av.open gets)``; bytes and file objects are read in memory."""
+    if isinstance(video, (bytes, bytearray, memoryview)):
+        return "<bytes>", io.BytesIO(bytes(video))
+    if hasattr(video, "read"):
+        return str(getattr(video, "name", "<file object>")), video
+    path = os.fspath(video)
+    return path, path
+
+
+def _open(name: str, source: str | BinaryIO) -> av.container.InputContainer:
+    if isinstance(source, str):
+        if not os.path.exists(source):
+            raise VideoReadError(name, "no such file")
+        if os.path.isdir(source):
+            raise VideoReadError(name, "is a directory, not a video file")
+        if not os.path.isfile(source):  # a FIFO or device would block or never end
+            raise VideoReadError(name, "not a regular file")
+        if os.path.getsize(source) == 0:
+            raise VideoReadError(name, "the file is empty (0 bytes)")
+    else:
+        try:
+            size = source.seek(0, io.SEEK_END)
+            source.seek(0)
+        except (OSError, ValueError) as e:
+            raise VideoReadError(name, f"the file object cannot seek ({e}); pass a path or bytes") from e
+        if size == 0:
+            raise VideoReadError(name, "the file is empty (0 bytes)")
     try:
-        return av.open(path, mode="r", metadata_errors="ignore")
+        return av.open(source, mode="r", metadata_errors="ignore")
     except av.error.InvalidDataError as e:
-        raise VideoReadError(path, _diagnose_unopenable(path)) from e
+        raise VideoReadError(name, _diagnose_unopenable(source)) from e
     except (av.error.FFmpegError, OSError) as e:
-        raise VideoReadError(path, f"FFmpeg cannot open it ({getattr(e, 'strerror', None) or e})") from e
+        raise VideoReadError(name, f"FFmpeg cannot open it ({getattr(e, 'strerror', None) or e})") from e
 
 
-def _diagnose_unopenable(path: str) -> str:
+def _diagnose_unopenable(source: str | BinaryIO) -> str:
     """Say what a file FFmpeg rejects looks like, from its first bytes."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
+        if isinstance(source, str):
+            with open(source, "rb") as f:
+                head = f.read(4096)
+        else:
+            source.seek(0)
+            head = source.read(4096)
     except OSError as e:
         return f"cannot read its bytes ({e.strerror})"
     if head[4:8] == b"ftyp":
@@ -236,11 +264,11 @@ def _scan(container: av.container.InputContainer, stream, path: str) -> VideoInf
     )
 
 
-def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+def probe_video(path: VideoSource) -> VideoInfo:
     """Frame count, size, codec and timestamps of a video's first video stream (demuxes, never decodes)."""
-    path = os.fspath(path)
-    with _open(path) as container:
-        return _scan(container, _video_stream(container, path), path)
+    name, source = _as_source(path)
+    with _open(name, source) as container:
+        return _scan(container, _video_stream(container, name), name)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -333,7 +361,7 @@ def _prepare(stream, threads: int | None) -> None:
 
 
 def read_frames(
-    path: str | os.PathLike[str],
+    path: VideoSource,
     num_frames: int = 8,
     sampling: str = "middle",
     *,
@@ -345,15 +373,18 @@ def read_frames(
     """Decode ``num_frames`` frames picked by ``sampling`` (or the given frame ``indices``) as RGB ``uint8``
     ``(T, H, W, 3)``.
 
+    ``path`` is a file path, or a video in memory: its ``bytes`` or a seekable binary file object (e.g. a
+    sample read from a tar shard), so nothing needs writing to disk first.
+
     Raises :class:`VideoReadError` for a missing, empty, non-video, truncated or undecodable file. Frames the
     container lists but that do not decode are replaced by the next frame that does (or the last one, at the
     end); a file of which no frame decodes is an error. ``threads`` is FFmpeg's decoding thread count (0: as
     many as it sees fit; the default ``None`` means 1 inside a DataLoader worker, else 0). ``auto_rotate``
     turns frames of videos with a display rotation (phone videos) upright, as players show them.
     """
-    path = os.fspath(path)
+    path, source = _as_source(path)
     by_index = None
-    with _open(path) as container:
+    with _open(path, source) as container:
         stream = _video_stream(container, path)
         info = _scan(container, stream, path)
         if indices is None:
@@ -375,7 +406,7 @@ def read_frames(
                 by_index = None
     if by_index is None:
         # No usable timestamps (or seeking misbehaved): decode from the start of a fresh demuxer, counting.
-        with _open(path) as container:
+        with _open(path, source) as container:
             stream = _video_stream(container, path)
             _prepare(stream, threads)
             decoder = _Decoder(container, stream, path, auto_rotate=auto_rotate)
@@ -499,7 +530,7 @@ def _decode_by_count(decoder: _Decoder, wanted: list[int]) -> dict[int, np.ndarr
 
 
 def read_clip(
-    path: str | os.PathLike[str],
+    path: VideoSource,
     num_frames: int = 8,
     size: int = 224,
     sampling: str = "middle",
@@ -511,7 +542,8 @@ def read_clip(
     threads: int | None = None,
     auto_rotate: bool = True,
 ) -> torch.Tensor:
-    """Read ``num_frames`` frames of a video as a normalised ``float32`` tensor ``(3, T, size, size)``.
+    """Read ``num_frames`` frames of a video (a path, or its bytes / a seekable binary file object) as a
+    normalised ``float32`` tensor ``(3, T, size, size)``.
 
     ``sampling`` picks the frames (see :func:`sample_frame_indices`): ``"middle"`` (evaluation, default),
     ``"random"`` (training) or ``"get_index"`` (the chat models' rule). The frames, RGB ``uint8``
