@@ -152,12 +152,15 @@ class Block(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One block on the stream ``branch + residual`` (``residual`` None for the first block); returns the
         new ``(branch, residual)`` pair whose sum is the block's output."""
+        # Under autocast the branch comes back in the autocast dtype while the residual stream keeps the
+        # embedding's dtype; the branch is cast to the stream's dtype first, which is what the unfused
+        # official ``x + branch`` does by type promotion.
         if residual is None:
             h, residual = self.norm1(branch), branch
         else:
-            h, residual = self.norm1(branch, residual)
+            h, residual = self.norm1(branch.to(residual.dtype), residual)
         branch = self.drop_path1(self.ls1(self.attn(h)))
-        h, residual = self.norm2(branch, residual)
+        h, residual = self.norm2(branch.to(residual.dtype), residual)
         branch = self.drop_path2(self.ls2(self.mlp(h)))
         return branch, residual
 
@@ -333,8 +336,8 @@ class VideoEncoder(nn.Module):
             else:
                 branch, residual = blk(branch, residual)
             if i in wanted:
-                hidden.append(branch + residual)
-        tokens = branch if residual is None else branch + residual
+                hidden.append(branch.to(residual.dtype) + residual)
+        tokens = branch if residual is None else branch.to(residual.dtype) + residual
         pooled = self.clip_projector(tokens) if self.clip_projector is not None else None
         return EncoderOutput(tokens=tokens, pooled=pooled, hidden_states=hidden)
 
