@@ -173,6 +173,22 @@ def test_random_sampling_reads_the_sampled_frames(long_mp4, frame_ids):
         assert frame_ids(got) == expected
 
 
+@pytest.mark.parametrize(
+    "name", ["long_mp4", "open_gop_mp4", "h264_ts", "h264_mkv", "h264_avi", "vp9_webm", "mpeg4_mp4", "vfr_mp4"]
+)
+def test_seeking_decode_equals_a_plain_full_decode(name, request):
+    """Pixel for pixel, against PyAV decoding every frame in order (no seeking, no skipping)."""
+    path = request.getfixturevalue(name)
+    with av.open(str(path)) as container:
+        everything = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    rng = np.random.default_rng(7)
+    wanted = sorted(rng.choice(len(everything), size=min(10, len(everything)), replace=False).tolist())
+    wanted += [wanted[0], len(everything) - 1]
+    got = read_frames(path, indices=wanted).numpy()
+    for frame, i in zip(got, wanted):
+        np.testing.assert_array_equal(frame, everything[i])
+
+
 def test_long_video_seeks_instead_of_decoding_everything(long_mp4, monkeypatch, frame_ids):
     decoded = []
     original = video_module._Decoder.frames
