@@ -32,7 +32,7 @@ from .config import (
     parse_config_args,
     save_config,
 )
-from .data import ResumableBatches, ResumableData
+from .data import InterleavedBatches, ResumableBatches, ResumableData
 from .distributed import (
     DistEnv,
     all_gather_no_grad,
@@ -71,6 +71,7 @@ __all__ = [
     "ConfigError",
     "DistEnv",
     "DistributedConfig",
+    "InterleavedBatches",
     "LoggingConfig",
     "MemoryEstimate",
     "MetricsLogger",

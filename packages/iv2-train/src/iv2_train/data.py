@@ -125,3 +125,74 @@ class ResumableBatches:
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.seed = int(state.get("seed", self.seed))
+
+
+class InterleavedBatches:
+    """One batch per step from one of several sources, in a seeded order proportional to their sizes.
+
+    Each round takes ``counts[name]`` batches from every source (default: its ``batches_per_epoch()``) in an
+    order shuffled from ``seed`` and the round number. The order depends on nothing rank-specific, so every
+    rank picks the same source at the same step without communication (as the official MetaLoader does by
+    broadcasting it). Yields ``(source_name, batch)``. Sources are endless resumable iterables (e.g.
+    :class:`ResumableBatches`); the state holds the round, the position in it and every source's state.
+    """
+
+    def __init__(
+        self, sources: dict[str, ResumableData], *, seed: int = 0, counts: dict[str, int] | None = None
+    ) -> None:
+        if not sources:
+            raise ValueError("InterleavedBatches needs at least one source")
+        self.sources = dict(sources)
+        self.seed = int(seed)
+        self._counts = dict(counts) if counts is not None else None
+        if self._counts is not None:
+            missing = sorted(set(self.sources) - set(self._counts))
+            if missing:
+                raise ValueError(f"counts has no entry for source(s) {missing}")
+        self.round = 0
+        self.index_in_round = 0
+
+    def counts(self) -> dict[str, int]:
+        if self._counts is not None:
+            return {name: int(self._counts[name]) for name in self.sources}
+        out = {}
+        for name, source in self.sources.items():
+            per_epoch = getattr(source, "batches_per_epoch", None)
+            if per_epoch is None:
+                raise ValueError(f"source {name!r} has no batches_per_epoch(); pass counts= explicitly")
+            out[name] = int(per_epoch())
+        return out
+
+    def _round_order(self, round_index: int) -> list[str]:
+        names = [name for name, n in sorted(self.counts().items()) for _ in range(n)]
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + round_index)
+        return [names[i] for i in torch.randperm(len(names), generator=generator).tolist()]
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        iterators = {name: iter(source) for name, source in self.sources.items()}
+        while True:
+            order = self._round_order(self.round)
+            if not order:
+                raise ValueError("every source has a count of 0 batches")
+            while self.index_in_round < len(order):
+                name = order[self.index_in_round]
+                batch = next(iterators[name])
+                self.index_in_round += 1
+                yield name, batch
+            self.round += 1
+            self.index_in_round = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "index_in_round": self.index_in_round,
+            "sources": {name: source.state_dict() for name, source in self.sources.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.round = int(state["round"])
+        self.index_in_round = int(state["index_in_round"])
+        for name, source_state in state["sources"].items():
+            if name not in self.sources:
+                raise KeyError(f"saved data state has source {name!r}, this run has {sorted(self.sources)}")
+            self.sources[name].load_state_dict(source_state)
