@@ -116,7 +116,7 @@ class VideoInfo:
     """What demuxing a video stream found (without decoding it)."""
 
     num_frames: int  # frames the stream really holds (packets demuxed), not the header's claim
-    width: int
+    width: int  # the coded picture; read_frames turns frames with a display rotation upright
     height: int
     codec: str
     container: str  # FFmpeg's name of the container format, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
