@@ -34,8 +34,8 @@ from iv2_data import (
 from iv2_data import video as video_module
 from iv2_data.transforms import center_crop_box, normalize, random_resized_crop_box, resize_crop
 
-SHARED_EXAMPLE = pathlib.Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
-SHARED_EXAMPLE = SHARED_EXAMPLE.resolve() / "example1_mpeg4_640x480.mp4"
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
+SHARED_EXAMPLE = REPO_ROOT.parent / "shared" / "data" / "example1_mpeg4_640x480.mp4"  # beside the checkout
 
 # fixture name -> (frame count, width, height)
 GENERATED = {
