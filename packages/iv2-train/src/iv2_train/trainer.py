@@ -30,7 +30,7 @@ from .checkpoint import (
     remove_partial_checkpoints,
     unwrap_model,
 )
-from .config import ConfigError, TrainConfig, save_config
+from .config import ConfigError, TrainConfig, _deep_merge, save_config
 from .data import ResumableData
 from .distributed import (
     DistEnv,
@@ -214,7 +214,7 @@ class Trainer:
             "zero_allow_untested_optimizer": True,
             "steps_per_print": 2**31 - 1,
         }
-        ds_config = _deep_update(ds_config, cfg.distributed.deepspeed)
+        ds_config = _deep_merge(ds_config, cfg.distributed.deepspeed)
         optimizer = build_optimizer(param_groups, cfg.optimizer)
         scheduler = build_scheduler(optimizer, cfg.schedule, cfg.max_steps)
         engine, ds_optimizer, _, ds_scheduler = deepspeed.initialize(
@@ -469,16 +469,6 @@ def _setup_logging(is_main: bool) -> None:
     handler.setFormatter(logging.Formatter("[iv2-train] %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO if is_main else logging.WARNING)
-
-
-def _deep_update(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _deep_update(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def _check_config(cfg: TrainConfig) -> None:
