@@ -439,6 +439,14 @@ def test_unknown_codec_is_an_error(h264_mp4, video_dir):
     assert str(path) in str(info.value)
 
 
+def test_playlist_pointing_at_urls_is_refused(video_dir):
+    path = video_dir / "playlist.m3u8"
+    path.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nhttp://192.0.2.1/seg0.ts\n#EXT-X-ENDLIST\n")
+    with pytest.raises(VideoReadError) as info:  # FFmpeg may open local files only, never the URL
+        read_clip(path)
+    assert str(path) in str(info.value)
+
+
 def test_directory_is_an_error(video_dir):
     with pytest.raises(VideoReadError, match="directory"):
         read_clip(video_dir)

@@ -165,7 +165,8 @@ def _open(name: str, source: str | BinaryIO) -> av.container.InputContainer:
         if size == 0:
             raise VideoReadError(name, "the file is empty (0 bytes)")
     try:
-        return av.open(source, mode="r", metadata_errors="ignore")
+        # A local "video" must never make FFmpeg fetch URLs (a playlist renamed .mp4 would): local files only.
+        return av.open(source, mode="r", metadata_errors="ignore", options={"protocol_whitelist": "file"})
     except av.error.InvalidDataError as e:
         raise VideoReadError(name, _diagnose_unopenable(source)) from e
     except (av.error.FFmpegError, OSError) as e:
