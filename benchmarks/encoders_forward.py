@@ -70,11 +70,12 @@ def eager_forward(sd: dict, cfg, video: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- one measurement
-def measure(name: str, impl: str, device: str, batch: int, iters: int, dtype: str, compile_: bool) -> dict:
+def measure(name: str, impl: str, device: str, batch: int, iters: int, dtype: str, compile_: bool,
+            frames: int, size: int) -> dict:
     from iv2_encoders import create_model
 
     torch.manual_seed(0)
-    model = create_model(name).eval().to(device)
+    model = create_model(name, num_frames=frames, img_size=size).eval().to(device)
     cfg = model.cfg
     tdtype = getattr(torch, dtype)
     video = torch.randn(batch, 3, cfg.num_frames, cfg.img_size, cfg.img_size, generator=torch.Generator().manual_seed(1)).to(device)
@@ -110,10 +111,13 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the iv2 encoder")
+    parser.add_argument("--frames", type=int, default=8, help="frames per clip (all models)")
+    parser.add_argument("--size", type=int, default=224, help="frame size (all models)")
     parser.add_argument("--_one", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._one:
-        print(json.dumps(measure(*args._one, args.device, args.batch, args.iters, args.dtype, args.compile)))
+        print(json.dumps(measure(*args._one, args.device, args.batch, args.iters, args.dtype, args.compile,
+                                 args.frames, args.size)))
         return
 
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({os.cpu_count()} cores)"
@@ -121,19 +125,17 @@ def main() -> None:
           f"torch {torch.__version__}; threads {torch.get_num_threads()}")
     print("| model | frames x size | eager clips/s | iv2 clips/s | speed-up | eager peak MiB | iv2 peak MiB | max abs diff |")
     print("|---|---|---|---|---|---|---|---|")
-    from iv2_encoders import get_config
-
     for name in args.models:
         results = {}
         for impl in ("eager", "iv2"):
             cmd = [sys.executable, __file__, "--_one", name, impl, "--device", args.device, "--batch", str(args.batch),
-                   "--iters", str(args.iters), "--dtype", args.dtype] + (["--compile"] if args.compile else [])
+                   "--iters", str(args.iters), "--dtype", args.dtype, "--frames", str(args.frames), "--size", str(args.size)]
+            cmd += ["--compile"] if args.compile else []
             proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
             results[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
         e, o = results["eager"], results["iv2"]
         diff = max(abs(a - b) for ra, rb in zip(e["pooled"], o["pooled"]) for a, b in zip(ra, rb))
-        cfg = get_config(name)
-        print(f"| {name} | {cfg.num_frames}x{cfg.img_size} | {e['clips_per_s']:.2f} | {o['clips_per_s']:.2f} | "
+        print(f"| {name} | {args.frames}x{args.size} | {e['clips_per_s']:.2f} | {o['clips_per_s']:.2f} | "
               f"{o['clips_per_s'] / e['clips_per_s']:.2f}x | {e['peak_bytes'] / 2**20:.0f} | {o['peak_bytes'] / 2**20:.0f} | "
               f"{diff:.1e} |", flush=True)
 
