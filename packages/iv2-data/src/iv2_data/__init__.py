@@ -69,3 +69,7 @@ __all__ = [
     "write_corpus",
     "write_shards",
 ]
+
+from importlib.metadata import version as _version
+
+__version__ = _version("iv2-data")

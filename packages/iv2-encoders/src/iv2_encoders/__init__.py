@@ -28,4 +28,7 @@ __all__ = [
     "save_checkpoint",
     "sincos_3d",
 ]
-__version__ = "0.1.0"
+
+from importlib.metadata import version as _version
+
+__version__ = _version("iv2-encoders")

@@ -16,4 +16,7 @@ __all__ = [
     "rms_norm",
     "rms_norm_reference",
 ]
-__version__ = "0.1.0"
+
+from importlib.metadata import version as _version
+
+__version__ = _version("iv2-kernels")

@@ -63,8 +63,6 @@ from .optim import (
 )
 from .trainer import NonFiniteLossError, Trainer, TrainResult, move_to_device, split_loss
 
-__version__ = "0.1.0"
-
 __all__ = [
     "TRAIN_FLAVORS",
     "CheckpointConfig",
@@ -129,3 +127,7 @@ __all__ = [
     "unwrap_model",
     "uses_weight_decay",
 ]
+
+from importlib.metadata import version as _version
+
+__version__ = _version("iv2-train")
