@@ -76,7 +76,7 @@ def test_mask_with_unequal_counts_or_wrong_shape_is_rejected():
     video = torch.randn(2, 3, 4, 42, 42)
     bad = torch.zeros(2, 36, dtype=torch.bool)
     bad[0, :3] = True
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match=r"same number of tokens in every sample, got \[3, 0\]"):
         model(video, bad)
     with pytest.raises(ValueError, match="mask must be bool"):
         model(video, torch.zeros(2, 35, dtype=torch.bool))

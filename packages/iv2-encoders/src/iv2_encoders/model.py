@@ -314,8 +314,11 @@ class VideoEncoder(nn.Module):
         if mask is not None:
             if mask.shape != (b, n) or mask.dtype != torch.bool:
                 raise ValueError(f"mask must be bool (B, N) = ({b}, {n}), got {mask.dtype} {tuple(mask.shape)}")
+            dropped = mask.sum(dim=1)
+            if b > 1 and not bool((dropped == dropped[0]).all()):
+                raise ValueError(f"mask must drop the same number of tokens in every sample, got {dropped.tolist()}")
             keep = torch.cat([mask.new_ones(b, 1), ~mask], dim=1)  # the class token is always kept
-            x = x[keep].reshape(b, -1, c)  # raises if samples drop different counts
+            x = x[keep].reshape(b, -1, c)
         return x
 
     def forward(
