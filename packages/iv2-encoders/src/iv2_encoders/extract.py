@@ -272,6 +272,7 @@ def extract(
     loader = DataLoader(
         _VideoDataset(todo, spec), batch_size=None, shuffle=False, num_workers=num_workers,
         worker_init_fn=_worker_init if num_workers else None, prefetch_factor=4 if num_workers else None,
+        pin_memory=device.type == "cuda",
     )
 
     def finished(item: _Pending) -> None:
