@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from iv2.cli import main, versions
 
@@ -36,3 +37,23 @@ def test_readme_main_job_extracts_features(tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "manifest.jsonl").read_text().count('"status": "ok"') == 1
+
+
+def test_synthetic_videos_to_features_end_to_end(tmp_path, monkeypatch):
+    """iv2-data writes a corpus, the umbrella CLI extracts features of all its videos (the README's
+    fallback when ../shared is absent)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from iv2_data.cli import main as data_main
+
+    monkeypatch.chdir(tmp_path)
+    assert data_main(["synth", "--output", "synth", "--num-samples", "3", "--quiet"]) == 0
+    assert main(["extract", "--model", "internvideo2-tiny", "--num-frames", "4", "--quiet", "--workers", "0",
+                 "--output", "out", "synth/videos"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
+    pooled = [load_file(r["output"])["pooled"] for r in rows]
+    assert all(p.shape == (32,) for p in pooled)
+    assert not torch.allclose(pooled[0], pooled[1])  # different videos, different features
