@@ -102,3 +102,22 @@ def test_scheduler_keeps_layer_scales() -> None:
     peak = seen[2]
     assert peak == [g["lr_scale"] for g in optimizer.param_groups]
     assert math.isclose(seen[4][0], 0.5 * (1 + math.cos(math.pi * 2 / 4)) * peak[0])
+
+
+def test_clamped_floor_matches_the_official_stage2_and_stage3_scheduler() -> None:
+    # Official multi_modality/utils/scheduler.py (and VideoChat2's copy): max(min_lr_multi, step / warmup) in
+    # warmup, max(min_lr_multi, 0.5 (1 + cos(pi p))) after; the floor clips, it does not rescale the cosine.
+    from iv2_train import TRAIN_FLAVORS
+
+    cfg = ScheduleConfig(warmup_steps=10, min_lr_ratio=0.25, min_lr_mode="clamp")
+    assert lr_multiplier(0, 110, cfg) == 0.25  # warmup starts at the floor
+    assert lr_multiplier(1, 110, cfg) == 0.25
+    assert lr_multiplier(5, 110, cfg) == pytest.approx(0.5)
+    assert lr_multiplier(10, 110, cfg) == pytest.approx(1.0)
+    assert lr_multiplier(60, 110, cfg) == pytest.approx(0.5)  # rescaled would be 0.25 + 0.75 * 0.5
+    assert lr_multiplier(35, 110, cfg) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.25)))
+    assert lr_multiplier(100, 110, cfg) == 0.25  # cosine 0.024 is cut off at the floor
+    assert lr_multiplier(110, 110, cfg) == 0.25
+    for name in ("stage2", "stage3"):
+        assert TRAIN_FLAVORS[name]().schedule.min_lr_mode == "clamp", name
+    assert TRAIN_FLAVORS["stage1"]().schedule.min_lr_mode == "rescale"  # single-modality cosine_scheduler

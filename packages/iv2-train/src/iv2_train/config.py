@@ -54,6 +54,11 @@ class ScheduleConfig:
     warmup_steps: int = 0
     # The cosine ends at min_lr_ratio * lr (a floor), e.g. 0.01 for stage 2.
     min_lr_ratio: float = 0.0
+    # How the floor enters: "rescale" = floor + (1 - floor)·cosine, warmup from 0 (stage 1, the official
+    # single-modality cosine_scheduler); "clamp" = max(floor, ·) of the plain warmup and cosine, so warmup
+    # starts at the floor and the cosine is cut off at it (stages 2 and 3: official multi_modality and
+    # VideoChat2 get_cosine_schedule_with_warmup with min_lr_multi).
+    min_lr_mode: Literal["rescale", "clamp"] = "rescale"
 
 
 @dataclasses.dataclass
@@ -138,7 +143,7 @@ def _stage2() -> TrainConfig:
         output_dir="runs/stage2",
         max_steps=5 * 1000,
         optimizer=OptimizerConfig(lr=5e-5, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05, grad_clip=3.0),
-        schedule=ScheduleConfig(warmup_steps=1000, min_lr_ratio=0.01),
+        schedule=ScheduleConfig(warmup_steps=1000, min_lr_ratio=0.01, min_lr_mode="clamp"),
         distributed=DistributedConfig(strategy="deepspeed", zero_stage=1, precision="bf16"),
     )
 
@@ -149,7 +154,7 @@ def _stage3() -> TrainConfig:
         output_dir="runs/stage3",
         max_steps=3 * 1000,
         optimizer=OptimizerConfig(lr=2e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.02, grad_clip=0.0),
-        schedule=ScheduleConfig(warmup_steps=600, min_lr_ratio=0.25),
+        schedule=ScheduleConfig(warmup_steps=600, min_lr_ratio=0.25, min_lr_mode="clamp"),
         distributed=DistributedConfig(strategy="deepspeed", zero_stage=1, precision="fp16"),
     )
 

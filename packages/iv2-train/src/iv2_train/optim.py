@@ -86,15 +86,25 @@ def build_optimizer(param_groups: list[dict[str, Any]], cfg: OptimizerConfig) ->
 
 
 def lr_multiplier(step: int, total_steps: int, cfg: ScheduleConfig) -> float:
-    """Multiplier of the peak lr after ``step`` steps: linear warmup from 0, then cosine to the floor."""
+    """Multiplier of the peak lr after ``step`` steps: linear warmup from 0, then cosine to the floor.
+
+    ``cfg.min_lr_mode`` picks how the floor ``min_lr_ratio`` enters: ``"rescale"`` gives
+    ``floor + (1 - floor)·cosine`` after a warmup from 0; ``"clamp"`` gives ``max(floor, ·)`` of the plain
+    warmup and cosine (so the warmup starts at the floor), as the official stage-2/3 schedulers do.
+    """
+    floor = cfg.min_lr_ratio
+    clamp = cfg.min_lr_mode == "clamp"
     if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
-        return step / cfg.warmup_steps
+        warm = step / cfg.warmup_steps
+        return max(floor, warm) if clamp else warm
     if cfg.kind == "constant":
         return 1.0
     decay_steps = max(1, total_steps - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / decay_steps)
     cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cosine
+    if clamp:
+        return max(floor, cosine)
+    return floor + (1.0 - floor) * cosine
 
 
 def build_scheduler(
