@@ -49,8 +49,16 @@ def test_weights_set_the_source_frequencies() -> None:
     counts = Counter(mixture.source_of(step) for step in range(4000))
     assert counts["audio"] == 0
     assert abs(counts["video"] / 4000 - 0.75) < 0.03
-    default = DatasetMixture(sources(), 1, seed=1)  # official rule: proportional to length
+    default = DatasetMixture(sources(), 1, seed=1)  # official rule: proportional to the number of batches
     assert default.probabilities.tolist() == pytest.approx([10 / 22, 7 / 22, 5 / 22])
+
+
+def test_default_weights_count_batches_like_the_official_metaloader() -> None:
+    # MetaLoader lists each loader len(loader) = len(dataset) / batch_size times before shuffling, so with
+    # per-source batch sizes a source's share is its number of batches, not its number of records.
+    mixture = DatasetMixture(sources(), {"image": 5, "video": 1, "audio": 5}, seed=1)
+    batches = [10 / 5, 7 / 1, 5 / 5]
+    assert mixture.probabilities.tolist() == pytest.approx([b / sum(batches) for b in batches])
 
 
 def test_each_pass_over_a_source_is_a_permutation() -> None:

@@ -29,7 +29,9 @@ class DatasetMixture(IterableDataset):
     """Yields ``{"source": name, "step": int, **batch}``: one collated batch per step from one source.
 
     ``batch_size`` is one number or one per source (the official configs set one per media type).
-    ``weights`` (relative, per source name) default to the sources' lengths, the official rule. ``num_steps``
+    ``weights`` (relative, per source name) default to each source's number of batches,
+    ``len(dataset) / batch_size``: the official MetaLoader draws a loader in proportion to ``len(loader)``,
+    so one pass covers every source once even when batch sizes differ. ``num_steps``
     ``None`` means endless. ``rank``/``world_size`` shard across processes; use ``batch_size=None`` in the
     :class:`~torch.utils.data.DataLoader` (batches are built here) or :class:`MixtureLoader`.
     """
@@ -59,8 +61,12 @@ class DatasetMixture(IterableDataset):
         for name, dataset in self.datasets.items():
             if len(dataset) == 0:  # type: ignore[arg-type]
                 raise ValueError(f"dataset {name!r} of the mixture is empty")
-        if weights is None:
-            weights = {name: float(len(d)) for name, d in self.datasets.items()}  # type: ignore[arg-type]
+        self.batch_sizes = {name: int(b) for name, b in sizes.items()}
+        if weights is None:  # the official MetaLoader: in proportion to each loader's number of batches
+            weights = {
+                name: len(d) / self.batch_sizes[name]  # type: ignore[arg-type]
+                for name, d in self.datasets.items()
+            }
         unknown = set(weights) - set(self.names)
         if unknown:
             raise ValueError(f"weights name unknown datasets {sorted(unknown)}; datasets: {self.names}")
@@ -70,7 +76,6 @@ class DatasetMixture(IterableDataset):
         self.probabilities = raw / raw.sum()
         self._cdf = np.cumsum(self.probabilities)
         self._cdf[-1] = 1.0
-        self.batch_sizes = {name: int(b) for name, b in sizes.items()}
         self.seed = seed
         self.num_steps = num_steps
         self.rank = rank
