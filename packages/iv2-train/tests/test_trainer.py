@@ -208,3 +208,21 @@ def test_ddp_strategy_with_one_process(tmp_path: Path, monkeypatch: pytest.Monke
         assert trainer.fit().step == 2
     finally:
         shutdown_distributed()
+
+
+def test_checkpoints_newer_than_the_resume_point_are_refused(tmp_path: Path) -> None:
+    # A run started (fresh, or from an older checkpoint) in a folder holding a later run's checkpoints would
+    # see keep-last-K prune its own new checkpoints (pruning goes by step number) and resume=auto pick the
+    # other run's: refused before any work, naming the checkpoints.
+    make(tmp_path, "checkpoint.keep_last=0").fit()  # checkpoints at 2, 4, 6
+    before = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match=r"newer than a fresh start \(step_00000002, step_00000004, step_00000006\)"):
+        make(tmp_path, "checkpoint.resume=never")
+    older = tmp_path / "checkpoints" / "step_00000002"
+    with pytest.raises(ConfigError, match=r"newer than checkpoint .*step_00000002 \(step_00000004, step_00000006\)"):
+        make(tmp_path, f"checkpoint.resume={older}")
+    assert (tmp_path / "metrics.jsonl").read_text() == before  # nothing was touched
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [2, 4, 6]
+    # the newest checkpoint (resume=auto, or named) is fine
+    newest = tmp_path / "checkpoints" / "step_00000006"
+    assert make(tmp_path, f"checkpoint.resume={newest}").fit().step == 6

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from .checkpoint import (
     atomic_checkpoint,
     export_safetensors,
     latest_checkpoint,
+    list_checkpoints,
     load_safetensors,
     remove_partial_checkpoints,
     unwrap_model,
@@ -138,6 +140,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.output_dir = Path(config.output_dir)
         self.resume_from = self._resolve_resume()
+        self._refuse_newer_checkpoints()
 
         dist_cfg = config.distributed
         self.env: DistEnv = init_distributed(dist_cfg)
@@ -198,6 +201,23 @@ class Trainer:
         if not (path / "trainer.pt").is_file():
             raise ConfigError(f"checkpoint.resume: {path} is not a checkpoint directory (no trainer.pt)")
         return path
+
+    def _refuse_newer_checkpoints(self) -> None:
+        """Checkpoints in ``output_dir`` newer than the resume point belong to another run: keep-last-K pruning
+        (by step number) would delete this run's new checkpoints in their favour, and a later ``resume=auto``
+        would continue that other run. Refuse before any work instead of mixing the two."""
+        start = 0
+        if self.resume_from is not None:
+            match = re.match(r"^step_(\d+)$", self.resume_from.name)
+            start = int(match.group(1)) if match else 0
+        newer = [path for step, path in list_checkpoints(self.output_dir) if step > start]
+        if newer:
+            where = f"checkpoint {self.resume_from}" if self.resume_from is not None else "a fresh start"
+            raise ConfigError(
+                f"output_dir {self.output_dir} holds checkpoints newer than {where} "
+                f"({', '.join(p.name for p in newer)}): they would replace this run's own checkpoints and be "
+                "resumed by checkpoint.resume=auto; move them away or use another output_dir"
+            )
 
     def _init_deepspeed(self, model: nn.Module, param_groups: list[dict[str, Any]]) -> None:
         import deepspeed
