@@ -205,3 +205,28 @@ def test_broken_audio_file_is_named(corpus: dict[str, Path], tmp_path: Path) -> 
     )
     assert dataset[0]["index"] == 1
     assert dataset.stats.failed_files == [str(corpus["root"] / "audio" / "gone.wav")]
+
+
+def test_mvbench_frame_indices_official_rule() -> None:
+    from iv2_data.datasets import mvbench_frame_indices
+
+    # Worked by hand from the official get_index: s = round(0.4 * 25) = 10, e = min(round(1.2 * 25), 39) = 30,
+    # seg = 20 / 4 = 5 -> int(10 + 2.5 + round(5 i)) = 12, 17, 22, 27.
+    assert mvbench_frame_indices(40, 25.0, 4, 0.4, 1.2) == [12, 17, 22, 27]
+    # No bound: the whole video, s = 0, e = 39, seg = 9.75 -> int(4.875 + round(9.75 i)) = 4, 14, 24, 33.
+    assert mvbench_frame_indices(40, 25.0, 4) == [4, 14, 24, 33]
+    assert mvbench_frame_indices(40, 25.0, 4, 2.0, 9.0) == [39, 39, 39, 39]  # a bound past the end: clamped
+
+
+def test_mcqa_time_bound_reads_only_the_bounded_part(tmp_path: Path, video_tools) -> None:
+    """MVBench items with "start"/"end" (seconds) ask about that segment: frames come from it only."""
+    video_tools.write_video(tmp_path / "bounded.mp4", 40, rate=25)
+    item = {"video": "bounded.mp4", "question": "q?", "candidates": ["a", "b"], "answer": "b"}
+    records = [{**item, "start": 0.4, "end": 1.2}, item]
+    identity = lambda frames, generator=None: frames  # keep the uint8 frames to read their index codes
+    dataset = MultipleChoiceQADataset(records, tmp_path, num_frames=4, transform=identity)
+    ids = lambda frames: [video_tools.decode_index(video_tools.centre_square(f.numpy())) for f in frames]
+    assert ids(dataset[0]["video"]) == [12, 17, 22, 27]
+    assert ids(dataset[1]["video"]) == [4, 14, 24, 34]  # unbounded: the dataset's own sampling ("middle")
+    with pytest.raises(AnnotationError, match="numeric 'start' and 'end'"):
+        MultipleChoiceQADataset([{**item, "start": 0.4}], tmp_path)

@@ -42,6 +42,7 @@ __all__ = [
     "VideoTextDataset",
     "collate",
     "mcqa_prompt",
+    "mvbench_frame_indices",
 ]
 
 logger = logging.getLogger("iv2_data")
@@ -457,10 +458,35 @@ def mcqa_prompt(question: str, candidates: Sequence[str]) -> str:
     return "\n".join(lines).rstrip()
 
 
+def mvbench_frame_indices(
+    num_video_frames: int,
+    fps: float,
+    num_frames: int,
+    start: float | None = None,
+    end: float | None = None,
+    first_index: int = 0,
+) -> list[int]:
+    """The official MVBench ``get_index``: frames ``int(s + seg/2 + round(seg·i))`` with ``seg = (e − s)/n``,
+    ``s = max(first_index, round(start·fps))`` and ``e = min(round(end·fps), N − 1)``; without a bound
+    (``start``/``end`` ``None``) the whole video, where it equals the ``"get_index"`` sampling. Indices are
+    clamped to ``[0, N)`` (a bound past the end of the file)."""
+    if num_video_frames < 1 or num_frames < 1:
+        raise ValueError(f"need >= 1 video frame and >= 1 frame to read, got {num_video_frames}, {num_frames}")
+    last = num_video_frames - 1
+    s = max(first_index, round(start * fps)) if start is not None else first_index
+    e = min(round(end * fps), last) if end is not None else last
+    seg = (e - s) / num_frames
+    return [min(max(int(s + seg / 2 + round(seg * i)), 0), last) for i in range(num_frames)]
+
+
 class MultipleChoiceQADataset(_VideoMixin, AnnotationDataset):
     """MVBench layout ``{"video", "question", "candidates", "answer"}`` →
     ``{"video", "question", "candidates", "answer", "answer_index", "answer_letter", "prompt", "target",
     "task", "index", "path"}``; ``prompt`` is the question block and ``target`` the ground truth ``"(B) …"``.
+
+    A record with a time bound (MVBench's ``"start"`` and ``"end"``, in seconds) is about that part of the
+    video only: its frames follow :func:`mvbench_frame_indices` over the bound (the video reader then gets
+    ``indices=``), as the official evaluation reads them.
     """
 
     required_keys = ("video", "question", "candidates", "answer")
@@ -491,13 +517,39 @@ class MultipleChoiceQADataset(_VideoMixin, AnnotationDataset):
             raise AnnotationError(
                 f"{self.source}, record {index}: answer {record['answer']!r} is not one of {candidates}"
             )
+        bound = [record.get(k) for k in ("start", "end")]
+        if any(b is not None for b in bound) and not all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) for b in bound
+        ):
+            raise AnnotationError(
+                f"{self.source}, record {index}: a time bound needs numeric 'start' and 'end' (seconds), got {bound}"
+            )
+
+    def _read_bounded(self, path: Path, start: float, end: float) -> torch.Tensor:
+        from iv2_data.video import probe_video
+
+        info = probe_video(path)
+        fps = info.average_rate
+        if not fps:
+            from iv2_data.video import VideoReadError
+
+            raise VideoReadError(path, "the container gives no frame rate to map the question's time bound to frames")
+        indices = mvbench_frame_indices(info.num_frames, fps, self.num_frames, start, end)
+        kwargs: dict[str, Any] = {"train": self.train, "indices": indices}
+        if self.transform is not None:
+            kwargs["transform"] = self.transform
+        return self.video_reader(path, self.num_frames, self.size, self.sampling, **kwargs)
 
     def build_sample(self, record: dict[str, Any], media: Mapping[str, Path], index: int) -> dict[str, Any]:
         candidates = [str(c) for c in record["candidates"]]
         answer_index = candidates.index(str(record["answer"]))
         letter = OPTION_LETTERS[answer_index]
+        if record.get("start") is not None:
+            video = self._read_bounded(media["video"], float(record["start"]), float(record["end"]))
+        else:
+            video = self._read_video(media["video"])
         return {
-            "video": self._read_video(media["video"]),
+            "video": video,
             "question": record["question"],
             "candidates": candidates,
             "answer": candidates[answer_index],

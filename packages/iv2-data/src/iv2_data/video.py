@@ -542,9 +542,13 @@ def read_clip(
     seed: int | None = None,
     threads: int | None = None,
     auto_rotate: bool = True,
+    indices: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Read ``num_frames`` frames of a video (a path, or its bytes / a seekable binary file object) as a
     normalised ``float32`` tensor ``(3, T, size, size)``.
+
+    ``indices`` reads exactly those frames instead (``num_frames`` and ``sampling`` are then unused), e.g. the
+    MVBench rule over a question's time bound.
 
     ``sampling`` picks the frames (see :func:`sample_frame_indices`): ``"middle"`` (evaluation, default),
     ``"random"`` (training) or ``"get_index"`` (the chat models' rule). The frames, RGB ``uint8``
@@ -558,7 +562,9 @@ def read_clip(
     """
     if generator is None and seed is not None:
         generator = torch.Generator().manual_seed(seed)
-    frames = read_frames(path, num_frames, sampling, generator=generator, threads=threads, auto_rotate=auto_rotate)
+    frames = read_frames(
+        path, num_frames, sampling, indices=indices, generator=generator, threads=threads, auto_rotate=auto_rotate
+    )
     if transform is None:
         transform = RandomResizedCropTransform(size) if train else CenterCropTransform(size)
     return transform(frames, generator=generator)
