@@ -117,6 +117,7 @@ def test_backends_agree_without_autograd(backend):
 @pytest.mark.parametrize(
     ("x", "weight", "residual", "match"),
     [
+        (torch.tensor(1.0), torch.ones(1), None, r"x must have at least one dimension .* got shape \(\)"),
         (torch.randn(2, 8), torch.ones(7), None, r"weight must have shape \(8,\)"),
         (torch.randn(2, 8), torch.ones(8, 1), None, r"weight must have shape \(8,\)"),
         (torch.randn(2, 8), torch.ones(8), torch.randn(3, 8), r"residual shape \(3, 8\) != x shape \(2, 8\)"),

@@ -31,6 +31,8 @@ def rms_norm_reference(
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None) -> None:
+    if x.ndim == 0:
+        raise ValueError("rms_norm: x must have at least one dimension (normalised over the last), got shape ()")
     if weight.ndim != 1 or weight.shape[0] != x.shape[-1]:
         raise ValueError(f"rms_norm: weight must have shape ({x.shape[-1]},) to match x {tuple(x.shape)}, "
                          f"got {tuple(weight.shape)}")
