@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import wave
 from pathlib import Path
 
@@ -112,6 +113,19 @@ def test_unreadable_audio_raises_naming_the_file(tmp_path: Path, content: bytes 
         path.write_bytes(content)
     with pytest.raises(AudioReadError, match="broken.wav"):
         read_audio_fbank(path)
+
+
+def test_directory_and_fifo_are_named_for_what_they_are(tmp_path: Path) -> None:
+    folder = tmp_path / "clips.wav"
+    folder.mkdir()
+    with pytest.raises(AudioReadError, match="is a directory") as info:
+        read_audio_fbank(folder)
+    assert "no such file" not in str(info.value)  # it exists: saying otherwise sends the user the wrong way
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "pipe.wav"
+        os.mkfifo(fifo)
+        with pytest.raises(AudioReadError, match="not a regular file"):
+            read_audio_fbank(fifo)
 
 
 def test_audio_read_error_survives_pickling_between_processes() -> None:

@@ -70,8 +70,12 @@ def load_waveform(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int] | No
     import av
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise AudioReadError(path, "no such file")
+    if path.is_dir():
+        raise AudioReadError(path, "is a directory, not an audio or video file")
+    if not path.is_file():  # a FIFO or device: reading it could block forever
+        raise AudioReadError(path, "not a regular file")
     if path.stat().st_size == 0:
         raise AudioReadError(path, "the file is empty (0 bytes)")
     try:
