@@ -153,6 +153,13 @@ def test_bad_input_fails_before_work(tmp_path: Path) -> None:
         make(tmp_path / "x", "max_steps=0")
     with pytest.raises(ConfigError, match="'schedule.min_lr_ratio' has an invalid value"):
         make(tmp_path / "x", "schedule.min_lr_ratio=2")
+    # AdamW's own checks would fire only after the process group and model placement
+    with pytest.raises(ConfigError, match=r"'optimizer.betas' has an invalid value: \(0.9, 1.5\)"):
+        make(tmp_path / "x", "optimizer.betas=[0.9, 1.5]")
+    with pytest.raises(ConfigError, match="'optimizer.eps' has an invalid value: -1"):
+        make(tmp_path / "x", "optimizer.eps=-1e-8")
+    with pytest.raises(ConfigError, match="'optimizer.weight_decay' has an invalid value: -0.05"):
+        make(tmp_path / "x", "optimizer.weight_decay=-0.05")
     with pytest.raises(ConfigError, match=r"checkpoint.resume: .*nowhere is not a checkpoint"):
         make(tmp_path / "x", f"checkpoint.resume={tmp_path / 'nowhere'}")
     assert not (tmp_path / "x").exists()
