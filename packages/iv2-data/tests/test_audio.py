@@ -71,6 +71,27 @@ def test_stereo_44k_file_is_mixed_resampled_and_padded(tmp_path: Path) -> None:
     torch.testing.assert_close(fbank[300:], torch.full_like(fbank[300:], floor), atol=1e-3, rtol=0)
 
 
+def test_fbank_equals_the_official_recipe_step_by_step() -> None:
+    """The official MM/dataset/utils.py steps, written out with REFERENCE.md g's literal numbers (not the
+    module's constants): resample each channel to 16 kHz, mean of the two channels, zero-pad to 160000
+    samples, ×2**15, Kaldi fbank (64 bins, 25/10 ms), (f − 15.41663) / (2 · 6.55582). Pins the scale, the
+    bin count and the statistics, which the tone/shape tests above cannot see."""
+    import torchaudio
+
+    rng = np.random.default_rng(0)
+    stereo = torch.from_numpy(0.3 * rng.standard_normal((2, 44_100 * 3))).float()
+    resampled = torchaudio.transforms.Resample(44_100, 16_000)(stereo)
+    mono = resampled.mean(dim=0)
+    mono = torch.nn.functional.pad(mono, (0, 160_000 - mono.shape[0]))[None]
+    raw = torchaudio.compliance.kaldi.fbank(
+        mono * 2**15, num_mel_bins=64, sample_frequency=16000, frame_length=25, frame_shift=10
+    )
+    expected = (raw - 15.41663) / (6.55582 * 2)
+    got = waveform_to_fbank(stereo, 44_100)
+    assert got.shape == expected.shape == (998, 64)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
 def test_long_audio_is_cropped_to_ten_seconds() -> None:
     wave_12s = torch.from_numpy(tone(500.0, 12.0, 16_000)).float()
     wave_12s[16_000 * 11 :] = 0  # silence at the end tells where a crop came from
