@@ -317,6 +317,18 @@ def test_normalisation_of_black_and_white_cells(h264_mp4, clip_ids):
     np.testing.assert_allclose(black_cell, (0 - mean) / std, atol=0.1)
 
 
+def test_normalisation_uses_the_official_imagenet_statistics(h264_mp4):
+    """Literal numbers (REFERENCE.md n.), not the module's constants, which the tests above reuse: a white
+    and a black cell of a decoded frame must come out as (1 − mean) / std and (0 − mean) / std."""
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    assert IMAGENET_MEAN == (0.485, 0.456, 0.406) and IMAGENET_STD == (0.229, 0.224, 0.225)
+    clip = read_clip(h264_mp4, 1, 100)  # frame 19: row 2, column 1 white; row 0, column 0 black
+    np.testing.assert_allclose(clip[:, 0, 50, 75].numpy(), (1 - mean) / std, atol=0.05)
+    np.testing.assert_allclose(clip[:, 0, 10, 10].numpy(), (0 - mean) / std, atol=0.05)
+    frames = torch.full((1, 8, 8, 3), 128, dtype=torch.uint8)  # exact mid grey, no codec in between
+    np.testing.assert_allclose(CenterCropTransform(8)(frames)[:, 0, 4, 4].numpy(), (128 / 255 - mean) / std, atol=1e-5)
+
+
 def test_read_clip_is_transform_of_read_frames(odd_size_mp4):
     frames = read_frames(odd_size_mp4, 4)
     expected = CenterCropTransform(56)(frames)
