@@ -191,3 +191,25 @@ def test_cli_curate(raw_videos: Path, tmp_path: Path, capsys: pytest.CaptureFixt
 def test_function_captioner_roles() -> None:
     double = FunctionCaptioner(lambda p: p.upper())
     assert double.caption_video("a") == double.caption_audio("a") == double.transcribe("a") == "A"
+
+
+def test_rerun_with_a_new_input_of_the_same_name_never_reuses_its_clips(tmp_path: Path) -> None:
+    """Run 1 curates B/x.mp4; run 2 adds A/x.mp4, listed first. A's clips must be cut from A, not be B's
+    finished clip files (which carry the name A would get if names followed the input order)."""
+    from iv2_data.curate import WholeVideo
+    from iv2_data.video import read_frames
+
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    write_video(tmp_path / "B" / "x.mp4", render_frames(replace(clip_spec(0), colour="red"), 16, SIZE), FPS)
+    write_video(tmp_path / "A" / "x.mp4", render_frames(replace(clip_spec(0), colour="blue"), 16, SIZE), FPS)
+    config = CurationConfig(detector=WholeVideo(), rules=ClipRules(0.5, 10.0), progress=False)
+    out = tmp_path / "out"
+    curate([tmp_path / "B"], out, config)
+    curate([tmp_path / "A", tmp_path / "B"], out, config)
+    rows = [json.loads(line) for line in (out / "manifests" / "segment.jsonl").read_text().splitlines()]
+    clips = {Path(r["input"]).parent.name: r["clips"][0]["clip"] for r in rows}
+    assert clips["A"] != clips["B"]
+    for folder, colour in (("A", "blue"), ("B", "red")):
+        frame = read_frames(out / clips[folder], 1)[0].numpy().astype(int)
+        assert (np.abs(frame - np.array(COLOURS[colour])).sum(-1) < 60).sum() > 20, (folder, clips[folder])

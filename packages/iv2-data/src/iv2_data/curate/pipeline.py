@@ -106,14 +106,35 @@ def find_videos(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return unique
 
 
-def _clip_names(videos: Sequence[Path]) -> dict[Path, str]:
+def _clip_names(videos: Sequence[Path], claimed: dict[str, str] | None = None) -> dict[Path, str]:
+    """A clip-file name per video: its stem, or ``stem~2``, ``stem~3``… when taken. ``claimed`` maps inputs
+    of earlier runs (the segment manifest) to the names their clips already carry: those keep them, and no
+    other video gets one of them, so a rerun with more inputs never points a new video at old clip files."""
+    claimed = claimed or {}
     names: dict[Path, str] = {}
-    used: dict[str, int] = {}
+    taken = set(claimed.values())
     for video in videos:
-        stem = video.stem
-        used[stem] = used.get(stem, 0) + 1
-        names[video] = stem if used[stem] == 1 else f"{stem}~{used[stem]}"
+        if str(video) in claimed:
+            names[video] = claimed[str(video)]
+            continue
+        name, k = video.stem, 1
+        while name in taken:
+            k += 1
+            name = f"{video.stem}~{k}"
+        taken.add(name)
+        names[video] = name
     return names
+
+
+def _claimed_names(rows: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Input → clip-file name, for manifest rows that own clip files (``clips/<name>-<k>.mp4``)."""
+    claimed = {}
+    for video, row in rows.items():
+        if row.get("name"):
+            claimed[video] = row["name"]
+        elif row.get("clips"):  # rows written before the name was recorded
+            claimed[video] = row["clips"][0]["clip"].removeprefix("clips/").rsplit("-", 1)[0]
+    return claimed
 
 
 def _progress(items: Sequence[Any], desc: str, enabled: bool) -> Iterable[Any]:
@@ -131,10 +152,9 @@ def curate(
     (out / "clips").mkdir(parents=True, exist_ok=True)
     (out / "manifests").mkdir(exist_ok=True)
     videos = find_videos(inputs)
-    names = _clip_names(videos)
-
     # 1. segmentation ------------------------------------------------------------------------------------
     segment = _StageManifest(out / "manifests" / "segment.jsonl", "input")
+    names = _clip_names(videos, _claimed_names(segment.rows))
     for video in _progress(videos, "segment", config.progress):
         if str(video) in segment:
             continue
@@ -150,6 +170,7 @@ def curate(
                 {
                     "input": str(video),
                     "status": "ok",
+                    "name": names[video],
                     "scenes": [list(s) for s in scenes],
                     "clips": clips,
                     "error": None,
