@@ -129,6 +129,20 @@ def test_loader_position_resumes_exactly(corpus: dict[str, Path], tmp_path: Path
     assert seen == reference
 
 
+def test_resuming_with_another_reader_count_is_refused(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """Saved positions are per reader; with other workers the shards are dealt differently, so applying them
+    would silently skip unseen samples and repeat seen ones."""
+    write_shards(corpus["video_text"], tmp_path, samples_per_shard=1, progress=False)
+    make = lambda workers: ShardLoader(ShardDataset(tmp_path, builder()), batch_size=1, num_workers=workers)
+    interrupted = make(2)
+    for _ in zip(range(3), interrupted):
+        pass
+    state = json.loads(json.dumps(interrupted.state_dict()))
+    with pytest.raises(ValueError, match="2 readers"):
+        make(0).load_state_dict(state)
+    make(2).load_state_dict(state)  # the same layout resumes
+
+
 def test_cli_shard(corpus: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     assert main(["shard", str(corpus["mcqa"]), "--output", str(out), "--samples-per-shard", "10", "--quiet"]) == 0

@@ -339,10 +339,11 @@ class ShardDataset(IterableDataset):
 class ShardLoader:
     """A DataLoader over a :class:`ShardDataset` that tracks what was consumed, for exact resume.
 
-    ``state_dict()`` → ``{"epoch", "seed", "batches", "consumed": {reader: samples}}``; ``load_state_dict``
-    continues there: the same samples in the same order (exact while every worker still has data; once one
-    runs dry near the end of an epoch the DataLoader's interleaving shifts, though no sample is lost or
-    repeated). Iterating runs one epoch (then the next call starts the following one).
+    ``state_dict()`` → ``{"epoch", "seed", "batches", "num_readers", "consumed": {reader: samples}}``;
+    ``load_state_dict`` (same ranks and workers, else a ``ValueError``) continues there: the same samples in
+    the same order (exact while every worker still has data; once one runs dry near the end of an epoch the
+    DataLoader's interleaving shifts, though no sample is lost or repeated). Iterating runs one epoch (then
+    the next call starts the following one).
     """
 
     def __init__(self, dataset: ShardDataset, batch_size: int, num_workers: int = 0, **loader_kwargs: Any) -> None:
@@ -367,11 +368,17 @@ class ShardLoader:
         self.consumed, self.batches = {}, 0
         self.dataset.set_epoch(self.dataset.epoch + 1)
 
+    @property
+    def num_readers(self) -> int:
+        """``world_size × workers``: how the shards are dealt, which the saved positions refer to."""
+        return self.dataset.world_size * max(1, self.num_workers)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.dataset.epoch,
             "seed": self.dataset.seed,
             "batches": self.batches,
+            "num_readers": self.num_readers,
             "consumed": {str(k): v for k, v in self.consumed.items()},
         }
 
@@ -381,6 +388,13 @@ class ShardLoader:
             raise KeyError(f"shard loader state lacks {sorted(missing)}")
         if "seed" in state and int(state["seed"]) != self.dataset.seed:
             raise ValueError(f"resuming shards with seed {self.dataset.seed} from a state saved with {state['seed']}")
+        if "num_readers" in state and int(state["num_readers"]) != self.num_readers:
+            # Reader r's position counts samples of the shards reader r was dealt; with another number of
+            # readers the shards are dealt differently and those counts would skip or repeat other samples.
+            raise ValueError(
+                f"the shard loader state was saved with {state['num_readers']} readers (world_size × num_workers), "
+                f"this loader has {self.num_readers}; resume with the same ranks and workers"
+            )
         self.dataset.set_epoch(int(state["epoch"]))
         self.consumed = {int(k): int(v) for k, v in state["consumed"].items()}
         self.batches = int(state.get("batches", 0))
