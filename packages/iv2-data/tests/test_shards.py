@@ -76,6 +76,21 @@ def test_writer_resumes_after_an_interruption(
         write_shards(corpus["video_text"], tmp_path, samples_per_shard=3, progress=False)
 
 
+def test_resume_refuses_an_edited_annotation_file(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """Same path, same number of records, other content: finished shards hold the old records, so continuing
+    would mix two versions of the data set."""
+    records = json.loads(corpus["video_text"].read_text())
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(records))
+    out = tmp_path / "shards"
+    write_shards(ann, out, corpus["root"], samples_per_shard=2, progress=False)
+    write_shards(ann, out, corpus["root"], samples_per_shard=2, progress=False)  # unchanged: resumes
+    records[0]["captions"] = ["an edited caption"]
+    ann.write_text(json.dumps(records))
+    with pytest.raises(ValueError, match="annotation_sha256"):
+        write_shards(ann, out, corpus["root"], samples_per_shard=2, progress=False)
+
+
 def test_reader_yields_the_map_style_samples(corpus: dict[str, Path], tmp_path: Path) -> None:
     write_shards(corpus["video_text"], tmp_path, samples_per_shard=4, progress=False)
     streamed = list(ShardDataset(tmp_path, builder()))

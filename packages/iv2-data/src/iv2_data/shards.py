@@ -15,6 +15,7 @@ reader position; :class:`ShardLoader` turns those into a ``state_dict`` that res
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -124,12 +125,17 @@ def write_shards(
         "num_records": len(records),
         "samples_per_shard": samples_per_shard,
         "prefix": prefix,
+        # An edited annotation file (same path and length) or another media root would mix old and new
+        # records in one set of shards.
+        "annotation_sha256": hashlib.sha256(annotations.read_bytes()).hexdigest(),
+        "media_root": str(root.resolve()),
     }
     manifest_path = out / MANIFEST
     if manifest_path.exists():
         manifest = ShardManifest.load(manifest_path)
-        previous = {k: manifest.data.get(k) for k in settings}
-        if previous != settings:
+        # Keys a manifest of an earlier version lacks are not compared.
+        previous = {k: manifest.data.get(k) for k in settings if k in manifest.data}
+        if previous != {k: settings[k] for k in previous}:
             raise ValueError(f"{manifest_path} was written with {previous}, not {settings}; use another output folder")
     else:
         manifest = ShardManifest(manifest_path, {**settings, "shards": [], "skipped": [], "complete": False})
