@@ -213,3 +213,29 @@ def test_rerun_with_a_new_input_of_the_same_name_never_reuses_its_clips(tmp_path
     for folder, colour in (("A", "blue"), ("B", "red")):
         frame = read_frames(out / clips[folder], 1)[0].numpy().astype(int)
         assert (np.abs(frame - np.array(COLOURS[colour])).sum(-1) < 60).sum() > 20, (folder, clips[folder])
+
+
+def test_rerun_with_more_inputs_rebuilds_the_shards(tmp_path: Path) -> None:
+    """annotations.jsonl is rewritten on every run; shards from the previous version must follow it, not
+    stop the rerun with a "manifest written with other settings" error."""
+    pytest.importorskip("webdataset", reason="the shards extra (webdataset) is not installed")
+    from iv2_data.curate import WholeVideo
+    from iv2_data.shards import ShardManifest
+
+    for folder, index in (("A", 1), ("B", 0)):
+        (tmp_path / folder).mkdir()
+        write_video(tmp_path / folder / f"{folder}.mp4", render_frames(clip_spec(index), 16, SIZE), FPS)
+    config = CurationConfig(
+        detector=WholeVideo(),
+        rules=ClipRules(0.5, 10.0),
+        video_captioner=ConstantCaptioner("a shape moves"),
+        dedup_threshold=None,
+        samples_per_shard=1,
+        progress=False,
+    )
+    out = tmp_path / "out"
+    assert curate([tmp_path / "B"], out, config).num_kept == 1
+    assert ShardManifest.load(out / "shards").num_samples == 1
+    result = curate([tmp_path / "A", tmp_path / "B"], out, config)
+    assert result.num_kept == 2
+    assert ShardManifest.load(out / "shards").num_samples == 2

@@ -253,6 +253,7 @@ def curate(
         from iv2_data.shards import write_shards
 
         shards = out / "shards"
+        _drop_stale_shards(shards, annotations)
         write_shards(annotations, shards, out, samples_per_shard=config.samples_per_shard, progress=config.progress)
     errors = [
         {"stage": "segment", "item": r["input"], "error": r["error"]}
@@ -264,6 +265,24 @@ def curate(
         if r["status"] == "error"
     ]
     return CurationResult(out, annotations, len(videos), len(clip_rows), len(kept), errors, shards)
+
+
+def _drop_stale_shards(shards: Path, annotations: Path) -> None:
+    """The shards are derived from this run's ``annotations.jsonl``: shards written from another version of it
+    (a rerun that kept other clips) are removed so that they are rebuilt, rather than refused as a resume."""
+    import hashlib
+    import shutil
+
+    manifest = shards / "manifest.json"
+    if not manifest.is_file():
+        return
+    try:
+        previous = json.loads(manifest.read_text()).get("annotation_sha256")
+    except json.JSONDecodeError:
+        previous = None
+    if previous != hashlib.sha256(annotations.read_bytes()).hexdigest():
+        logger.info("curate: the kept clips changed since %s was written; rebuilding the shards", shards)
+        shutil.rmtree(shards)
 
 
 def _filter(
