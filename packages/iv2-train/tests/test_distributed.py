@@ -114,3 +114,12 @@ def test_deepspeed_launcher_zero2_cpu_trains_and_resumes(tmp_path: Path) -> None
     out = run_ok([*launcher, str(HERE / "ds_zero_run.py"), str(tmp_path / "ds"), "2"], timeout=400, env=env)
     assert "ok losses=" in out
     assert (tmp_path / "ds" / "checkpoints" / "step_00000002" / "deepspeed").is_dir()
+
+
+def test_deepspeed_nonfinite_step_changes_nothing(tmp_path: Path) -> None:
+    # ZeRO 1/2/3 in one CPU process: the skipped step leaves weights and AdamW state as they were.
+    pytest.importorskip("deepspeed")
+    env = run_env()
+    env["DS_ACCELERATOR"] = "cpu"
+    out = run_ok([sys.executable, str(HERE / "ds_nan_run.py"), str(tmp_path)], timeout=300, env=env)
+    assert out.strip().endswith("ok")

@@ -246,6 +246,9 @@ class Trainer:
         )
         self.engine = engine
         self.model = engine
+        # The torch AdamW inside DeepSpeed's wrapper (ZeRO steps it on its flat fp32 partitions); the
+        # non-finite guard switches its step() off for a skipped step.
+        self._base_optimizer = optimizer
         self.optimizer = ds_optimizer
         self.scheduler = ds_scheduler
         self.scaler = torch.amp.GradScaler("cpu", enabled=False)  # DeepSpeed scales fp16 losses itself
@@ -371,7 +374,7 @@ class Trainer:
         any_bad = False
         lr = max(self.scheduler.get_last_lr()) if self.scheduler is not None else cfg.optimizer.lr
         overflows_before = int(getattr(engine, "skipped_steps", 0))
-        for _ in range(accum):
+        for micro in range(accum):
             batch = move_to_device(next(batches), self.env.device, float_dtype)
             loss, parts = split_loss(engine(batch))
             loss_value = float(loss.detach().float())
@@ -387,7 +390,14 @@ class Trainer:
                 loss_sum += loss_value / accum
                 for key, value in parts.items():
                     parts_sum[key] = parts_sum.get(key, 0.0) + float(value.detach().float()) / accum
-            engine.step()
+            if any_bad and micro == accum - 1:
+                # Skip the update for real: a zero (or partly good) gradient would still move the weights
+                # through Adam's momentum and weight decay and advance its moments. DeepSpeed still runs its
+                # boundary bookkeeping (gradient reduction and clearing, scheduler), the AdamW step is a no-op.
+                with _step_disabled(self._base_optimizer):
+                    engine.step()
+            else:
+                engine.step()
         grad_norm = engine.get_global_grad_norm()
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
         metrics = reduce_dict_mean({"loss": loss_sum if not any_bad else float("nan"), **parts_sum})
@@ -479,6 +489,16 @@ class Trainer:
             export_safetensors(unwrap_model(self.module), path)
         barrier()
         return path if self.env.is_main else None
+
+
+@contextlib.contextmanager
+def _step_disabled(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """``optimizer.step()`` does nothing inside the block (an instance attribute shadows the method)."""
+    optimizer.step = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del optimizer.step
 
 
 def _setup_logging(is_main: bool) -> None:
