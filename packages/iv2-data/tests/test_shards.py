@@ -182,3 +182,19 @@ def test_undecodable_sample_in_a_shard_is_skipped_by_policy(corpus: dict[str, Pa
     strict = VideoTextDataset([], num_frames=FRAMES, size=SIZE, broken=BrokenSamplePolicy(0.0))
     with pytest.raises(TooManyBrokenSamples, match="garbage.mp4"):
         list(ShardDataset(tmp_path, strict))
+
+
+def test_shard_sample_missing_its_media_member_is_a_broken_sample(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """A tar that lost a member (an edited or damaged shard) gives a sample with metadata but no video: it is
+    skipped and counted by the policy, like an unreadable file, instead of a KeyError ending the run."""
+    from iv2_data.datasets import BrokenSamplePolicy
+
+    write_shards(corpus["video_text"], tmp_path / "good", samples_per_shard=6, progress=False)
+    damaged = tmp_path / "damaged.tar"
+    with tarfile.open(tmp_path / "good" / "shard-000000.tar") as src, tarfile.open(damaged, "w") as dst:
+        for member in src.getmembers():
+            if member.name != "000000002.video.mp4":
+                dst.addfile(member, src.extractfile(member))
+    tolerant = VideoTextDataset([], num_frames=FRAMES, size=SIZE, broken=BrokenSamplePolicy(0.5, min_attempts=2))
+    assert [s["index"] for s in ShardDataset(damaged, tolerant)] == [0, 1, 3, 4, 5]
+    assert tolerant.stats.failures == 1 and "000000002" in tolerant.stats.failed_files[0]

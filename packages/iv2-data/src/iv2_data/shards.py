@@ -319,9 +319,21 @@ class ShardDataset(IterableDataset):
             shutil.rmtree(scratch, ignore_errors=True)
 
     def _decode(self, raw: dict[str, Any], scratch: Path) -> dict[str, Any] | None:
-        record = json.loads(raw["json"])
-        members = record.pop(_MEDIA_FIELD)
-        index = int(record.pop(_INDEX_FIELD))
+        where = f"{raw.get('__url__', '?')}:{raw.get('__key__', '?')}"
+        try:
+            record = json.loads(raw["json"])
+            members = record.pop(_MEDIA_FIELD)
+            index = int(record.pop(_INDEX_FIELD))
+            missing = [suffix for suffix in members.values() if suffix not in raw]
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            # A sample without (valid) metadata: a damaged shard or a tar not written by write_shards.
+            self.builder.record_failure(where, OSError(f"no valid iv2 metadata in the shard sample ({error!r})"))
+            return None
+        name = record.get("video") or record.get("image") or record.get("audio")
+        where = f"{where} ({name})"
+        if missing:  # the tar lost a member (cut short, or edited): a broken sample like an unreadable file
+            self.builder.record_failure(where, OSError(f"shard sample lacks its member(s) {missing}"))
+            return None
         media: dict[str, Path] = {}
         for key, suffix in members.items():
             # Decoders take paths; the bytes live in a per-reader scratch file only while decoding.
@@ -331,8 +343,6 @@ class ShardDataset(IterableDataset):
         try:
             sample = self.builder.build_sample(record, media, index)
         except OSError as error:
-            name = record.get("video") or record.get("image") or record.get("audio")
-            where = f"{raw.get('__url__', '?')}:{raw['__key__']} ({name})"
             self.builder.record_failure(where, error)
             return None
         finally:
