@@ -114,3 +114,24 @@ def test_batch_size_per_source() -> None:
     assert sizes == {"image": {4}, "video": {2}, "audio": {1}}
     with pytest.raises(ValueError, match="batch_size"):
         DatasetMixture(sources(), {"image": 4})
+
+
+def test_resume_under_another_layout_is_refused() -> None:
+    """Positions are counted from step 0 under the saved world size, batch sizes and weights: restoring a step
+    under other ones would silently skip and repeat records."""
+    import json
+
+    saved = MixtureLoader(DatasetMixture(sources(), 2, seed=4, num_steps=12, world_size=2))
+    for _ in zip(range(3), saved):
+        pass
+    state = json.loads(json.dumps(saved.state_dict()))  # as a checkpoint stores it
+    with pytest.raises(ValueError, match="world_size"):
+        MixtureLoader(DatasetMixture(sources(), 2, seed=4, world_size=4)).load_state_dict(state)
+    with pytest.raises(ValueError, match="batch_sizes"):
+        MixtureLoader(DatasetMixture(sources(), 3, seed=4, world_size=2)).load_state_dict(state)
+    with pytest.raises(ValueError, match="probabilities"):
+        other_weights = DatasetMixture(sources(), 2, seed=4, world_size=2, weights={"image": 1, "video": 1})
+        MixtureLoader(other_weights).load_state_dict(state)
+    same = MixtureLoader(DatasetMixture(sources(), 2, seed=4, world_size=2))
+    same.load_state_dict(state)
+    assert same.next_step == 3

@@ -163,7 +163,9 @@ class DatasetMixture(IterableDataset):
 class MixtureLoader:
     """A :class:`DataLoader` over a :class:`DatasetMixture` that knows its position.
 
-    ``state_dict()`` is ``{"step": next step}``; ``load_state_dict`` resumes there (call it before iterating).
+    ``state_dict()`` is ``{"step": next step, "seed", "world_size", "batch_sizes", "probabilities"}``;
+    ``load_state_dict`` resumes there (call it before iterating) and refuses a state saved under another
+    seed, world size, batch sizes or weights.
     """
 
     def __init__(self, mixture: DatasetMixture, num_workers: int = 0, **loader_kwargs: Any) -> None:
@@ -189,14 +191,31 @@ class MixtureLoader:
         self.mixture.set_start_step(self.next_step)
         return len(self.mixture)
 
-    def state_dict(self) -> dict[str, int]:
-        return {"step": self.next_step, "seed": self.mixture.seed}
+    def _layout(self) -> dict[str, Any]:
+        """What the positions of a step depend on besides the seed: ranks, batch sizes and source weights."""
+        m = self.mixture
+        return {
+            "world_size": m.world_size,
+            "batch_sizes": dict(m.batch_sizes),
+            "probabilities": {name: round(float(p), 12) for name, p in zip(m.names, m.probabilities)},
+        }
 
-    def load_state_dict(self, state: Mapping[str, int]) -> None:
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.next_step, "seed": self.mixture.seed, **self._layout()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if "step" not in state:
             raise KeyError(f"mixture loader state needs a 'step' key, got {sorted(state)}")
         if "seed" in state and int(state["seed"]) != self.mixture.seed:
             raise ValueError(
                 f"resuming a mixture with seed {self.mixture.seed} from a state saved with seed {state['seed']}"
             )
+        # Which source a step uses and which records a rank reads there are counted from step 0 under the
+        # saved layout; under another one the same step number points elsewhere (records skipped/repeated).
+        for key, value in self._layout().items():
+            if key in state and state[key] != value:
+                raise ValueError(
+                    f"resuming a mixture with {key}={value} from a state saved with {key}={state[key]}; "
+                    "resume with the same world size, batch sizes and weights"
+                )
         self.next_step = int(state["step"])
