@@ -106,6 +106,39 @@ def test_resumable_batches_position_is_exact() -> None:
         next(iter(ResumableBatches(list(range(10)), batch_size=8, world_size=2, rank=0)))
 
 
+class _RandomAugment(torch.utils.data.Dataset):
+    """A sample plus a random "augmentation" drawn from the global RNGs, as video datasets do."""
+
+    def __len__(self) -> int:
+        return 24
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        import random
+
+        return torch.tensor([float(index), torch.rand(()).item(), random.random()])
+
+
+def test_resumable_batches_with_workers_resume_random_augmentations_exactly() -> None:
+    # Worker RNGs are seeded once per worker: a resumed loader hands batch k to another worker, whose RNG
+    # has drawn less, so augmentations differed after resume. Each batch now seeds the worker from its key.
+    def take(data: ResumableBatches, n: int) -> list[torch.Tensor]:
+        it = iter(data)
+        return [next(it) for _ in range(n)]
+
+    def make() -> ResumableBatches:
+        return ResumableBatches(_RandomAugment(), batch_size=2, seed=4, rank=0, world_size=1, num_workers=2)
+
+    expected = take(make(), 7)  # 12 batches an epoch: resume mid-epoch
+    part = make()
+    take(part, 3)
+    resumed = make()
+    resumed.load_state_dict(part.state_dict())
+    got = take(resumed, 4)
+    for want, have in zip(expected[3:], got):
+        assert torch.equal(want, have), (want, have)
+    assert len({round(float(b[0, 1]), 6) for b in expected}) == 7  # the augmentations do vary between batches
+
+
 def test_metrics_logger_truncates_on_resume_and_plots(tmp_path: Path) -> None:
     logger = MetricsLogger(tmp_path, tensorboard=False)
     for step in range(1, 6):

@@ -25,17 +25,56 @@ class ResumableData(Protocol):
 
 
 class _EpochBatchSampler:
-    """Batches of indices for one epoch of one rank, starting at a given batch."""
+    """Batches of indices for one epoch of one rank, starting at a given batch.
 
-    def __init__(self, order: list[int], batch_size: int, start_batch: int) -> None:
+    With ``batch_seed`` each index is paired with the batch's own seed (``_SeededBatches`` unpacks them)."""
+
+    def __init__(
+        self, order: list[int], batch_size: int, start_batch: int, batch_seed: Callable[[int], int] | None = None
+    ) -> None:
         self.batches = [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
         self.start_batch = start_batch
+        self.batch_seed = batch_seed
 
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches[self.start_batch :])
+    def __iter__(self) -> Iterator[list[Any]]:
+        for number in range(self.start_batch, len(self.batches)):
+            batch = self.batches[number]
+            if self.batch_seed is None:
+                yield batch
+            else:
+                seed = self.batch_seed(number)
+                yield [(seed, index) for index in batch]
 
     def __len__(self) -> int:
         return max(0, len(self.batches) - self.start_batch)
+
+
+class _SeededBatches:
+    """Fetches a batch in a DataLoader worker after seeding the worker's RNGs (torch, Python, NumPy) from the
+    batch's own seed, so random augmentations depend on the batch, not on which worker fetched it or how
+    many batches that worker fetched before: a run resumed mid-epoch draws exactly what the first run drew."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitems__(self, items: list[tuple[int, int]]) -> list[Any]:
+        import random
+
+        seed = items[0][0]
+        random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            import numpy as np
+
+            np.random.seed(seed % 2**32)
+        except ImportError:
+            pass
+        indices = [index for _, index in items]
+        getitems = getattr(self.dataset, "__getitems__", None)
+        return list(getitems(indices)) if getitems is not None else [self.dataset[i] for i in indices]
 
 
 class ResumableBatches:
@@ -43,7 +82,10 @@ class ResumableBatches:
 
     Each rank takes every ``world_size``-th sample of the epoch's permutation; incomplete batches are
     dropped so every rank makes the same number of steps. The position (epoch, batch) counts batches
-    handed to the caller, not batches prefetched by workers, so it is exact with ``num_workers > 0``.
+    handed to the caller, not batches prefetched by workers, so it is exact with ``num_workers > 0``. With
+    workers, each batch is fetched with the worker's RNGs seeded from (seed, rank, epoch, batch), so random
+    augmentations in the dataset are reproduced exactly on resume too (without workers they draw from the
+    process's RNGs, which the checkpoint restores).
     """
 
     def __init__(
@@ -102,9 +144,17 @@ class ResumableBatches:
                 f"dataset of {n} samples is too small for batch_size {self.batch_size} on {self.world_size} ranks"
             )
         while True:
-            sampler = _EpochBatchSampler(self._order(self.epoch), self.batch_size, self.batch_in_epoch)
+            epoch = self.epoch
+            batch_seed = None
+            if self.num_workers > 0:
+                rank_seed = (self.seed * 1_000_003 + epoch) * 65_537 + self.rank
+
+                def batch_seed(number: int, rank_seed: int = rank_seed) -> int:
+                    return (rank_seed * 1_000_033 + number) % 2**63
+
+            sampler = _EpochBatchSampler(self._order(epoch), self.batch_size, self.batch_in_epoch, batch_seed)
             loader = DataLoader(
-                self.dataset,  # type: ignore[arg-type]
+                self.dataset if batch_seed is None else _SeededBatches(self.dataset),  # type: ignore[arg-type]
                 batch_sampler=sampler,
                 collate_fn=self.collate_fn,
                 num_workers=self.num_workers,
