@@ -120,6 +120,39 @@ def test_shared_stereo_file() -> None:
     assert fbank[:650].std() > 0.05
 
 
+def write_adts(path: Path, channels: int, frequency: float, seconds: float = 1.0, rate: int = 16_000) -> None:
+    import av
+
+    layout = "mono" if channels == 1 else "stereo"
+    data = np.tile(tone(frequency, seconds, rate).astype(np.float32), (channels, 1))
+    with av.open(str(path), "w", format="adts") as container:
+        stream = container.add_stream("aac", rate=rate, layout=layout)
+        for start in range(0, data.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(data[:, start : start + 1024]), format="fltp", layout=layout
+            )
+            frame.sample_rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_channel_layout_changing_midstream(tmp_path: Path) -> None:
+    """A mono stretch followed by a stereo one in one AAC stream (concatenated ADTS files, as broadcast
+    recordings switch): every frame is converted to the first frame's layout, nothing crashes."""
+    write_adts(tmp_path / "mono.aac", 1, 440.0)
+    write_adts(tmp_path / "stereo.aac", 2, 1000.0)
+    joined = tmp_path / "joined.aac"
+    joined.write_bytes((tmp_path / "mono.aac").read_bytes() + (tmp_path / "stereo.aac").read_bytes())
+    waveform, rate = load_waveform(joined)
+    assert rate == 16_000 and waveform.shape[0] == 1
+    assert 2 * 16_000 <= waveform.shape[1] <= 2 * 16_000 + 4 * 1024  # both halves (plus AAC priming)
+    fbank = read_audio_fbank(joined)
+    assert int(fbank[10:90].mean(0).argmax()) == kaldi_mel_bin_of(440.0)
+    assert int(fbank[115:190].mean(0).argmax()) == kaldi_mel_bin_of(1000.0)
+
+
 def test_video_without_audio_returns_none(tmp_path: Path) -> None:
     from iv2_data.synthetic import write_corpus
 

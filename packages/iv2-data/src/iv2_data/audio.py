@@ -83,18 +83,28 @@ def load_waveform(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int] | No
             if not container.streams.audio:
                 return None
             stream = container.streams.audio[0]
-            # Convert every frame to planar float at the stream's own rate and layout; mixing down and
-            # resampling happen in torch so that they match the reference pipeline exactly.
-            resampler = av.AudioResampler(format="fltp")
+            # Convert every frame to planar float at the first frame's rate and channel layout; mixing down
+            # and resampling to 16 kHz happen in torch so that they match the reference pipeline exactly.
+            # A stream whose layout or rate changes midway (broadcast recordings, concatenated files) gets a
+            # converter per input setup, all with that same output, so the pieces join up.
             chunks: list[np.ndarray] = []
             sample_rate = stream.rate or stream.codec_context.sample_rate
+            output: tuple[str, int] | None = None
+            setup: tuple[str, str, int] | None = None
+            resampler = None
             for frame in container.decode(stream):
-                sample_rate = frame.sample_rate or sample_rate
-                for converted in resampler.resample(frame):
-                    chunks.append(converted.to_ndarray())
-            for converted in resampler.resample(None):
-                chunks.append(converted.to_ndarray())
-    except av.FFmpegError as error:
+                if output is None:
+                    output = (frame.layout.name, frame.sample_rate or sample_rate)
+                    sample_rate = output[1]
+                if (frame.format.name, frame.layout.name, frame.sample_rate) != setup:
+                    if resampler is not None:
+                        chunks += [c.to_ndarray() for c in resampler.resample(None)]
+                    setup = (frame.format.name, frame.layout.name, frame.sample_rate)
+                    resampler = av.AudioResampler(format="fltp", layout=output[0], rate=output[1])
+                chunks += [c.to_ndarray() for c in resampler.resample(frame)]
+            if resampler is not None:
+                chunks += [c.to_ndarray() for c in resampler.resample(None)]
+    except (av.FFmpegError, ValueError) as error:  # PyAV raises ValueError for frames it cannot convert
         raise AudioReadError(path, f"FFmpeg cannot decode it ({error})") from error
     if not chunks:
         raise AudioReadError(path, "no audio samples could be decoded")
