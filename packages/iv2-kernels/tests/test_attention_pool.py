@@ -132,3 +132,8 @@ def test_bad_input_raises_value_error(backend):
         call(x, 2, {**params, "proj_bias": params["proj_bias"].to("meta")}, backend)
     with pytest.raises(ValueError, match=r"norm_v.bias must have shape \(16,\)"):
         call(x, 2, {**params, "norm_v.bias": torch.zeros(15)}, backend)
+    # both backends refuse mixed dtypes outside autocast (torch's F.linear failed deep inside, Triton promoted)
+    with pytest.raises(ValueError, match="q_weight is torch.float32 but x is torch.float16"):
+        call(x.half(), 2, params, backend)
+    with pytest.raises(ValueError, match="proj_bias is torch.float64 but x is torch.float32"):
+        call(x, 2, {**params, "proj_bias": params["proj_bias"].double()}, backend)

@@ -86,6 +86,11 @@ def _check(x, num_heads, norm_q, norm_k, norm_v, q_weight, q_bias, k_weight, k_b
             raise ValueError(f"attention_pool: {name} is on {t.device} but x is on {x.device}")
         if not t.is_floating_point():
             raise ValueError(f"attention_pool: {name} must be floating point, got {t.dtype}")
+        if t.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+            # the torch path's F.linear would fail deep inside, the Triton path silently promote: outside
+            # autocast (which casts per op) every parameter must match x
+            raise ValueError(f"attention_pool: {name} is {t.dtype} but x is {x.dtype} (outside autocast they must "
+                             "match)")
 
 
 def attention_pool(
