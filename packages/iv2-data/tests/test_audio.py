@@ -153,6 +153,21 @@ def test_channel_layout_changing_midstream(tmp_path: Path) -> None:
     assert int(fbank[115:190].mean(0).argmax()) == kaldi_mel_bin_of(1000.0)
 
 
+def test_unknown_audio_codec_is_an_audio_read_error(tmp_path: Path) -> None:
+    """Codec tag and decoder config renamed (as damage does): FFmpeg keeps the stream but has no codec for it.
+    That must be an AudioReadError naming the file, not an AttributeError from PyAV's stream proxy."""
+    from iv2_data.synthetic import write_corpus
+
+    paths = write_corpus(tmp_path, 1, num_frames=4, size=32)
+    data = (paths["root"] / "videos" / "000000.mp4").read_bytes()
+    assert data.count(b"mp4a") == 1 and data.count(b"esds") == 1
+    damaged = tmp_path / "unknown_codec.mp4"
+    damaged.write_bytes(data.replace(b"mp4a", b"zzzz").replace(b"esds", b"zzzz"))
+    with pytest.raises(AudioReadError, match="codec is unknown") as info:
+        read_audio_fbank(damaged)
+    assert "unknown_codec.mp4" in str(info.value)
+
+
 def test_video_without_audio_returns_none(tmp_path: Path) -> None:
     from iv2_data.synthetic import write_corpus
 

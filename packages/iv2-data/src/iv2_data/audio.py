@@ -83,6 +83,8 @@ def load_waveform(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int] | No
             if not container.streams.audio:
                 return None
             stream = container.streams.audio[0]
+            if stream.codec_context is None:  # a damaged header, or a codec this FFmpeg has no decoder for
+                raise AudioReadError(path, "its audio stream's codec is unknown to FFmpeg (damaged header?)")
             # Convert every frame to planar float at the first frame's rate and channel layout; mixing down
             # and resampling to 16 kHz happen in torch so that they match the reference pipeline exactly.
             # A stream whose layout or rate changes midway (broadcast recordings, concatenated files) gets a
