@@ -230,3 +230,19 @@ def test_mcqa_time_bound_reads_only_the_bounded_part(tmp_path: Path, video_tools
     assert ids(dataset[1]["video"]) == [4, 14, 24, 34]  # unbounded: the dataset's own sampling ("middle")
     with pytest.raises(AnnotationError, match="numeric 'start' and 'end'"):
         MultipleChoiceQADataset([{**item, "start": 0.4}], tmp_path)
+
+
+def test_training_datasets_sample_a_random_frame_per_segment_by_default(corpus: dict[str, Path]) -> None:
+    """The official training sampling is "rand" (evaluation "middle"): train=True alone must not read the
+    same middle frames every epoch."""
+    seen = []
+
+    def reader(path, n, size, sampling, **kwargs):
+        seen.append(sampling)
+        return torch.zeros(3, n, size, size)
+
+    VideoTextDataset(corpus["video_text"], video_reader=reader, train=True, **video_kwargs())[0]
+    VideoTextDataset(corpus["video_text"], video_reader=reader, **video_kwargs())[0]
+    VideoTextDataset(corpus["video_text"], video_reader=reader, train=True, sampling="middle", **video_kwargs())[0]
+    InstructionDataset(corpus["instructions"], video_reader=reader, train=True, **video_kwargs())[0]
+    assert seen == ["random", "middle", "middle", "random"]

@@ -242,14 +242,16 @@ class _VideoMixin:
         self,
         num_frames: int,
         size: int,
-        sampling: str,
+        sampling: str | None,
         train: bool,
         transform: Callable[..., torch.Tensor] | None,
         video_reader: VideoReader | None,
     ) -> None:
         self.num_frames = num_frames
         self.size = size
-        self.sampling = sampling
+        # Unless given: a random frame per segment in training, segment middles otherwise, as the official
+        # pipelines (video_sample_type "rand" for training, "middle" for evaluation).
+        self.sampling = sampling if sampling is not None else ("random" if train else "middle")
         self.train = train
         self.transform = transform
         self.video_reader = _pick_video_reader(video_reader)
@@ -270,7 +272,10 @@ class _VideoMixin:
 class VideoTextDataset(_CaptionMixin, _VideoMixin, AnnotationDataset):
     """``{"video", "caption" | "captions"}`` → ``{"video", "caption", "index", "path"}``.
 
-    One caption per sample: a random one (``caption_sampling="random"``, training) or the first. Captions are
+    Frames: ``sampling`` (see :func:`~iv2_data.video.sample_frame_indices`) defaults to ``"random"`` with
+    ``train=True`` and ``"middle"`` otherwise, the official training / evaluation rules; this holds for every
+    video dataset here. One caption per sample: a random one (``caption_sampling="random"``, training) or the
+    first. Captions are
     cleaned with :func:`~iv2_data.annotations.pre_text` unless ``text_transform`` says otherwise. For data
     where left and right matter (the synthetic corpus), give a training ``transform`` without flips.
     """
@@ -285,7 +290,7 @@ class VideoTextDataset(_CaptionMixin, _VideoMixin, AnnotationDataset):
         *,
         num_frames: int = 8,
         size: int = 224,
-        sampling: str = "middle",
+        sampling: str | None = None,
         train: bool = False,
         transform: Callable[..., torch.Tensor] | None = None,
         video_reader: VideoReader | None = None,
@@ -402,7 +407,7 @@ class VideoAudioTextDataset(_CaptionMixin, _VideoMixin, _AudioMixin, AnnotationD
         *,
         num_frames: int = 8,
         size: int = 224,
-        sampling: str = "middle",
+        sampling: str | None = None,
         train: bool = False,
         transform: Callable[..., torch.Tensor] | None = None,
         video_reader: VideoReader | None = None,
@@ -499,7 +504,7 @@ class MultipleChoiceQADataset(_VideoMixin, AnnotationDataset):
         *,
         num_frames: int = 8,
         size: int = 224,
-        sampling: str = "middle",
+        sampling: str | None = None,
         train: bool = False,
         transform: Callable[..., torch.Tensor] | None = None,
         video_reader: VideoReader | None = None,
@@ -581,7 +586,7 @@ class InstructionDataset(_VideoMixin, AnnotationDataset):
         *,
         num_frames: int = 8,
         size: int = 224,
-        sampling: str = "middle",
+        sampling: str | None = None,
         train: bool = False,
         transform: Callable[..., torch.Tensor] | None = None,
         video_reader: VideoReader | None = None,
