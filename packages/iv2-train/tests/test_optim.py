@@ -121,3 +121,15 @@ def test_clamped_floor_matches_the_official_stage2_and_stage3_scheduler() -> Non
     for name in ("stage2", "stage3"):
         assert TRAIN_FLAVORS[name]().schedule.min_lr_mode == "clamp", name
     assert TRAIN_FLAVORS["stage1"]().schedule.min_lr_mode == "rescale"  # single-modality cosine_scheduler
+
+
+def test_flavor_optimizer_constants_follow_the_official_configs() -> None:
+    from iv2_train import TRAIN_FLAVORS
+
+    stage1, stage2, stage3 = (TRAIN_FLAVORS[f"stage{i}"]().optimizer for i in (1, 2, 3))
+    # stage 1 (REFERENCE d): DeepSpeed Adam in adamw mode, betas (0.9, 0.98), eps 1e-6
+    assert (stage1.betas, stage1.eps, stage1.weight_decay, stage1.grad_clip) == ((0.9, 0.98), 1e-6, 0.05, 3.0)
+    # stage 2: multi_modality utils/config_utils.py setup_deepspeed_config writes eps 1e-8
+    assert (stage2.betas, stage2.eps, stage2.weight_decay, stage2.grad_clip) == ((0.9, 0.98), 1e-8, 0.05, 3.0)
+    # stage 3 (REFERENCE k): AdamW (0.9, 0.999), wd 0.02, no clipping
+    assert (stage3.betas, stage3.weight_decay, stage3.grad_clip) == ((0.9, 0.999), 0.02, 0.0)

@@ -138,11 +138,12 @@ def _stage1() -> TrainConfig:
 
 def _stage2() -> TrainConfig:
     # REFERENCE e: AdamW lr 5e-5, (0.9, 0.98), wd 0.05, clip 3, bf16, ZeRO-1;
-    # 1 of 5 epochs warmup, floor 0.01·lr.
+    # 1 of 5 epochs warmup, floor 0.01·lr. eps 1e-8: the official multi_modality setup_deepspeed_config
+    # writes DeepSpeed Adam (adamw mode) with eps 1e-8 (1e-6 is stage 1's).
     return TrainConfig(
         output_dir="runs/stage2",
         max_steps=5 * 1000,
-        optimizer=OptimizerConfig(lr=5e-5, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.05, grad_clip=3.0),
+        optimizer=OptimizerConfig(lr=5e-5, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.05, grad_clip=3.0),
         schedule=ScheduleConfig(warmup_steps=1000, min_lr_ratio=0.01, min_lr_mode="clamp"),
         distributed=DistributedConfig(strategy="deepspeed", zero_stage=1, precision="bf16"),
     )
