@@ -246,3 +246,19 @@ def test_training_datasets_sample_a_random_frame_per_segment_by_default(corpus: 
     VideoTextDataset(corpus["video_text"], video_reader=reader, train=True, sampling="middle", **video_kwargs())[0]
     InstructionDataset(corpus["instructions"], video_reader=reader, train=True, **video_kwargs())[0]
     assert seen == ["random", "middle", "middle", "random"]
+
+
+def test_instruction_clip_bound_reads_only_that_clip(tmp_path: Path, video_tools) -> None:
+    """VideoChat2 instruction records with "start"/"end" (seconds) are about that clip: the official reader
+    samples int((end - start) * fps) frames from int(start * fps) on."""
+    video_tools.write_video(tmp_path / "long.mp4", 40, rate=25)
+    turns = [{"i": "Watch.", "q": "What happens?", "a": "Things."}]
+    records = [{"video": "long.mp4", "QA": turns, "start": 0.4, "end": 1.2}, {"video": "long.mp4", "QA": turns}]
+    identity = lambda frames, generator=None: frames
+    dataset = InstructionDataset(records, tmp_path, num_frames=4, transform=identity)
+    ids = lambda frames: [video_tools.decode_index(video_tools.centre_square(f.numpy())) for f in frames]
+    # clip frames 10..29 (20 frames): segment middles of linspace(0, 20, 5) = 2, 7, 12, 17, offset by 10
+    assert ids(dataset[0]["video"]) == [12, 17, 22, 27]
+    assert ids(dataset[1]["video"]) == [4, 14, 24, 34]
+    with pytest.raises(AnnotationError, match="numeric 'start' and 'end'"):
+        InstructionDataset([{"video": "long.mp4", "QA": turns, "start": "0:01", "end": 2}], tmp_path)

@@ -256,6 +256,19 @@ class _VideoMixin:
         self.transform = transform
         self.video_reader = _pick_video_reader(video_reader)
 
+    def _read_time_bound(self, path: Path, rule: Callable[[int, float], list[int]]) -> torch.Tensor:
+        """Frames ``rule(frame_count, fps)`` of ``path`` (a record's time bound), through the video reader."""
+        from iv2_data.video import VideoReadError, probe_video
+
+        info = probe_video(path)
+        if not info.average_rate:
+            raise VideoReadError(path, "the container gives no frame rate to map the record's time bound to frames")
+        indices = rule(info.num_frames, info.average_rate)
+        kwargs: dict[str, Any] = {"train": self.train, "indices": indices}
+        if self.transform is not None:
+            kwargs["transform"] = self.transform
+        return self.video_reader(path, self.num_frames, self.size, self.sampling, **kwargs)
+
     def _read_video(self, path: Path, num_frames: int | None = None) -> torch.Tensor:
         kwargs: dict[str, Any] = {"train": self.train}
         if self.transform is not None:
@@ -522,28 +535,10 @@ class MultipleChoiceQADataset(_VideoMixin, AnnotationDataset):
             raise AnnotationError(
                 f"{self.source}, record {index}: answer {record['answer']!r} is not one of {candidates}"
             )
-        bound = [record.get(k) for k in ("start", "end")]
-        if any(b is not None for b in bound) and not all(
-            isinstance(b, (int, float)) and not isinstance(b, bool) for b in bound
-        ):
-            raise AnnotationError(
-                f"{self.source}, record {index}: a time bound needs numeric 'start' and 'end' (seconds), got {bound}"
-            )
+        _check_time_bound(record, self.source, index)
 
     def _read_bounded(self, path: Path, start: float, end: float) -> torch.Tensor:
-        from iv2_data.video import probe_video
-
-        info = probe_video(path)
-        fps = info.average_rate
-        if not fps:
-            from iv2_data.video import VideoReadError
-
-            raise VideoReadError(path, "the container gives no frame rate to map the question's time bound to frames")
-        indices = mvbench_frame_indices(info.num_frames, fps, self.num_frames, start, end)
-        kwargs: dict[str, Any] = {"train": self.train, "indices": indices}
-        if self.transform is not None:
-            kwargs["transform"] = self.transform
-        return self.video_reader(path, self.num_frames, self.size, self.sampling, **kwargs)
+        return self._read_time_bound(path, lambda n, fps: mvbench_frame_indices(n, fps, self.num_frames, start, end))
 
     def build_sample(self, record: dict[str, Any], media: Mapping[str, Path], index: int) -> dict[str, Any]:
         candidates = [str(c) for c in record["candidates"]]
@@ -574,8 +569,20 @@ class InstructionDataset(_VideoMixin, AnnotationDataset):
 
     ``instruction`` is the record-level instruction (``QA[0]["i"]``, what the official code feeds the
     QFormer); ``qa`` is the list of ``{"q", "a"}`` turns in file order (prompt building, including the
-    official shuffling of turns, belongs to the chat stage). Images are one-frame videos.
+    official shuffling of turns, belongs to the chat stage). Images are one-frame videos. A record with
+    ``"start"`` and ``"end"`` (seconds) is read from that clip only, as the official VideoChat2 reader does:
+    the segment rule over ``int((end − start)·fps)`` frames, offset by ``int(start·fps)``.
     """
+
+    def _read_clip_of(self, path: Path, start: float, end: float) -> torch.Tensor:
+        from iv2_data.video import sample_frame_indices
+
+        def rule(total: int, fps: float) -> list[int]:
+            first = min(int(start * fps), total - 1)
+            length = max(1, min(int((end - start) * fps), total - first))
+            return [first + i for i in sample_frame_indices(length, self.num_frames, self.sampling)]
+
+        return self._read_time_bound(path, rule)
 
     media_keys = ("video", "image")
 
@@ -599,6 +606,7 @@ class InstructionDataset(_VideoMixin, AnnotationDataset):
     def validate(self, record: dict[str, Any], index: int) -> None:
         if not record.get("video") and not record.get("image"):
             raise AnnotationError(f"{self.source}, record {index}: needs a 'video' or an 'image' key")
+        _check_time_bound(record, self.source, index)
         turns = record.get("QA")
         if not isinstance(turns, list) or not turns:
             raise AnnotationError(f"{self.source}, record {index}: 'QA' must be a non-empty list of turns")
@@ -610,14 +618,30 @@ class InstructionDataset(_VideoMixin, AnnotationDataset):
         is_video = "video" in media
         path = media["video"] if is_video else media["image"]
         turns = record["QA"]
+        if not is_video:
+            video = self._read_video(path, num_frames=1)
+        elif record.get("start") is not None and record.get("end") is not None:
+            video = self._read_clip_of(path, float(record["start"]), float(record["end"]))
+        else:
+            video = self._read_video(path)
         return {
-            "video": self._read_video(path) if is_video else self._read_video(path, num_frames=1),
+            "video": video,
             "media_type": "video" if is_video else "image",
             "instruction": turns[0].get("i", ""),
             "qa": [{"q": t.get("q", ""), "a": t["a"]} for t in turns],
             "index": index,
             "path": str(record["video"] if is_video else record["image"]),
         }
+
+
+def _check_time_bound(record: dict[str, Any], source: str, index: int) -> None:
+    bound = [record.get(k) for k in ("start", "end")]
+    if any(b is not None for b in bound) and not all(
+        isinstance(b, (int, float)) and not isinstance(b, bool) for b in bound
+    ):
+        raise AnnotationError(
+            f"{source}, record {index}: a time bound needs numeric 'start' and 'end' (seconds), got {bound}"
+        )
 
 
 def collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
