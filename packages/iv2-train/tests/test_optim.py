@@ -133,3 +133,23 @@ def test_flavor_optimizer_constants_follow_the_official_configs() -> None:
     assert (stage2.betas, stage2.eps, stage2.weight_decay, stage2.grad_clip) == ((0.9, 0.98), 1e-8, 0.05, 3.0)
     # stage 3 (REFERENCE k): AdamW (0.9, 0.999), wd 0.02, no clipping
     assert (stage3.betas, stage3.weight_decay, stage3.grad_clip) == ((0.9, 0.999), 0.02, 0.0)
+
+
+def test_step_disabled_restores_the_optimizer_step() -> None:
+    from iv2_train.trainer import _step_disabled
+
+    param = nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.AdamW([param], lr=0.1, foreach=False)
+    param.grad = torch.ones(2)
+    with _step_disabled(optimizer):
+        optimizer.step()
+    assert torch.equal(param.detach(), torch.ones(2)) and not optimizer.state  # nothing happened
+    patched = []
+    optimizer.step = lambda *a, **k: patched.append(1)  # an instance-level patch (e.g. a wrapper's)
+    with _step_disabled(optimizer):
+        optimizer.step()
+    optimizer.step()
+    assert patched == [1]  # the patch is back, and was not called inside the block
+    del optimizer.step
+    optimizer.step()
+    assert not torch.equal(param.detach(), torch.ones(2))  # the class method is back

@@ -494,11 +494,15 @@ class Trainer:
 @contextlib.contextmanager
 def _step_disabled(optimizer: torch.optim.Optimizer) -> Iterator[None]:
     """``optimizer.step()`` does nothing inside the block (an instance attribute shadows the method)."""
+    own = vars(optimizer).get("step")  # an instance-level step (a wrapper's patch) is put back as it was
     optimizer.step = lambda *args, **kwargs: None  # type: ignore[method-assign]
     try:
         yield
     finally:
-        del optimizer.step
+        if own is None:
+            del optimizer.step
+        else:
+            optimizer.step = own  # type: ignore[method-assign]
 
 
 def _setup_logging(is_main: bool) -> None:
