@@ -239,3 +239,26 @@ def test_rerun_with_more_inputs_rebuilds_the_shards(tmp_path: Path) -> None:
     result = curate([tmp_path / "A", tmp_path / "B"], out, config)
     assert result.num_kept == 2
     assert ShardManifest.load(out / "shards").num_samples == 2
+
+
+def test_fifo_and_missing_inputs_are_recorded_without_blocking(tmp_path: Path) -> None:
+    """A FIFO named as an input would block the decoder's open() forever; it is an error row instead."""
+    import os
+    import threading
+
+    from iv2_data.curate import WholeVideo
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    result: list = []
+    config = CurationConfig(detector=WholeVideo(), progress=False)
+    worker = threading.Thread(
+        target=lambda: result.append(curate([fifo, tmp_path / "gone.mp4"], tmp_path / "out", config)), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "curate blocked on a FIFO input"
+    errors = {Path(e["item"]).name: e["error"] for e in result[0].errors}
+    assert "not a regular file" in errors["pipe.mp4"] and "no such file" in errors["gone.mp4"]

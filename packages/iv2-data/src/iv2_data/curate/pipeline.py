@@ -106,6 +106,15 @@ def find_videos(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return unique
 
 
+def _check_input(video: Path) -> None:
+    """Refuse what is not a regular file before any decoder opens it: FFmpeg/OpenCV would block forever on
+    a FIFO with no writer, and a missing path deserves a plain message."""
+    if not video.exists():
+        raise FileNotFoundError(f"no such file: {video}")
+    if not video.is_file():
+        raise OSError(f"not a regular file (a directory, FIFO or device): {video}")
+
+
 def _clip_names(videos: Sequence[Path], claimed: dict[str, str] | None = None) -> dict[Path, str]:
     """A clip-file name per video: its stem, or ``stem~2``, ``stem~3``… when taken. ``claimed`` maps inputs
     of earlier runs (the segment manifest) to the names their clips already carry: those keep them, and no
@@ -159,6 +168,7 @@ def curate(
         if str(video) in segment:
             continue
         try:
+            _check_input(video)
             scenes = config.detector.detect(video)
             clips = []
             for k, (start, end) in enumerate(config.rules.apply(scenes)):
