@@ -198,3 +198,26 @@ def test_shard_sample_missing_its_media_member_is_a_broken_sample(corpus: dict[s
     tolerant = VideoTextDataset([], num_frames=FRAMES, size=SIZE, broken=BrokenSamplePolicy(0.5, min_attempts=2))
     assert [s["index"] for s in ShardDataset(damaged, tolerant)] == [0, 1, 3, 4, 5]
     assert tolerant.stats.failures == 1 and "000000002" in tolerant.stats.failed_files[0]
+
+
+def test_writer_skips_a_fifo_without_blocking(corpus: dict[str, Path], tmp_path: Path) -> None:
+    import os
+    import threading
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    records = json.loads(corpus["video_text"].read_text())[:2]
+    records[1]["video"] = str(fifo)
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(records))
+    result: list = []
+    worker = threading.Thread(
+        target=lambda: result.append(write_shards(ann, tmp_path / "out", corpus["root"], progress=False)),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the shard writer blocked reading a FIFO"
+    assert [s["index"] for s in result[0].skipped] == [1] and "not a regular file" in result[0].skipped[0]["error"]

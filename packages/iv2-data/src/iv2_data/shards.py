@@ -195,6 +195,8 @@ def _pack(record: Mapping[str, Any], index: int, root: Path, media_keys: Sequenc
         if not isinstance(value, str):
             raise ValueError(f"record {index}: media key {key!r} must be a path string, got {value!r}")
         path = Path(value) if Path(value).is_absolute() else root / value
+        if path.exists() and not path.is_file():  # reading a FIFO with no writer would block forever
+            raise OSError(0, "not a regular file (a directory, FIFO or device)", str(path))
         data = path.read_bytes()  # raises FileNotFoundError (an OSError) naming the file
         if not data:
             raise OSError(0, "empty media file", str(path))
