@@ -262,3 +262,33 @@ def test_fifo_and_missing_inputs_are_recorded_without_blocking(tmp_path: Path) -
     assert not worker.is_alive(), "curate blocked on a FIFO input"
     errors = {Path(e["item"]).name: e["error"] for e in result[0].errors}
     assert "not a regular file" in errors["pipe.mp4"] and "no such file" in errors["gone.mp4"]
+
+
+def test_clips_of_a_failed_input_are_not_given_to_another(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """B/x.mp4 fails after its first clip was cut (an error row, files on disk); a later run that adds A/x.mp4
+    must not name A's clips like B's and pick up B's leftover file."""
+    from iv2_data.curate import WholeVideo, pipeline
+    from iv2_data.video import read_frames
+
+    for folder, colour in (("A", "blue"), ("B", "red")):
+        (tmp_path / folder).mkdir()
+        frames = render_frames(replace(clip_spec(0), colour=colour), 16, SIZE)  # 2 s: two clips of 1 s
+        write_video(tmp_path / folder / "x.mp4", frames, FPS)
+    config = CurationConfig(detector=WholeVideo(), rules=ClipRules(0.5, 1.0), progress=False)
+    real_cut = pipeline.cut_clip
+
+    def failing_second_cut(source, target, start, end):
+        if str(target).endswith("-001.mp4"):
+            raise OSError("disk full")
+        return real_cut(source, target, start, end)
+
+    monkeypatch.setattr(pipeline, "cut_clip", failing_second_cut)
+    out = tmp_path / "out"
+    curate([tmp_path / "B"], out, config)
+    monkeypatch.setattr(pipeline, "cut_clip", real_cut)
+    curate([tmp_path / "A", tmp_path / "B"], out, config)
+    rows = {Path(r["input"]).parent.name: r for r in map(json.loads, (out / "manifests" / "segment.jsonl").open())}
+    assert rows["B"]["status"] == "error" and rows["A"]["status"] == "ok"
+    for clip in rows["A"]["clips"]:
+        frame = read_frames(out / clip["clip"], 1)[0].numpy().astype(int)
+        assert (np.abs(frame - np.array(COLOURS["blue"])).sum(-1) < 60).sum() > 20, clip["clip"]

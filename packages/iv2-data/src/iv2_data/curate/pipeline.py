@@ -189,7 +189,13 @@ def curate(
         except Exception as error:  # a broken input is recorded, never fatal
             logger.warning("curate: cannot segment %s: %s", video, error)
             segment.add(
-                {"input": str(video), "status": "error", "clips": [], "error": f"{type(error).__name__}: {error}"}
+                {
+                    "input": str(video),
+                    "status": "error",
+                    "name": names[video],  # clips cut before the error carry it: no other input may take it
+                    "clips": [],
+                    "error": f"{type(error).__name__}: {error}",
+                }
             )
     clip_rows = [
         {**clip, "source": row["input"]}
