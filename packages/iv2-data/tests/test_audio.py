@@ -168,6 +168,23 @@ def test_unknown_audio_codec_is_an_audio_read_error(tmp_path: Path) -> None:
     assert "unknown_codec.mp4" in str(info.value)
 
 
+def test_file_with_a_non_utf8_tag_is_read(tmp_path: Path) -> None:
+    """Old WAV/MP3 files carry Latin-1 tags; a title the metadata decoder cannot read must not make the audio
+    unreadable."""
+    import struct
+
+    pcm = (tone(440.0, 1.0, 16_000) * 32767).astype("<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", 1, 1, 16_000, 32_000, 2, 16)
+    info = b"INFO" + b"INAM" + struct.pack("<I", 6) + b"Caf\xe9\x00\x00"  # "Café" in Latin-1
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"LIST" + struct.pack("<I", len(info)) + info
+    body += b"data" + struct.pack("<I", len(pcm)) + pcm
+    path = tmp_path / "latin1.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    fbank = read_audio_fbank(path)
+    assert fbank.shape == (998, 64)
+    assert int(fbank[5:90].mean(0).argmax()) == kaldi_mel_bin_of(440.0)
+
+
 def test_video_without_audio_returns_none(tmp_path: Path) -> None:
     from iv2_data.synthetic import write_corpus
 

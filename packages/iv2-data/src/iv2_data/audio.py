@@ -79,7 +79,9 @@ def load_waveform(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int] | No
     if path.stat().st_size == 0:
         raise AudioReadError(path, "the file is empty (0 bytes)")
     try:
-        with av.open(str(path)) as container:
+        # Tags are irrelevant here: undecodable ones (Latin-1 ID3/INFO tags) must not make the file unreadable.
+        # Local files only, as for video: nothing named like audio may make FFmpeg fetch URLs.
+        with av.open(str(path), metadata_errors="ignore", options={"protocol_whitelist": "file"}) as container:
             if not container.streams.audio:
                 return None
             stream = container.streams.audio[0]
