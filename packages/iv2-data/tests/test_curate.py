@@ -292,3 +292,28 @@ def test_clips_of_a_failed_input_are_not_given_to_another(tmp_path: Path, monkey
     for clip in rows["A"]["clips"]:
         frame = read_frames(out / clip["clip"], 1)[0].numpy().astype(int)
         assert (np.abs(frame - np.array(COLOURS["blue"])).sum(-1) < 60).sum() > 20, clip["clip"]
+
+
+def test_video_with_a_non_utf8_tag_is_curated(tmp_path: Path) -> None:
+    """Tags do not matter to curation: a Latin-1 title (common in old AVI/MP3 files) must not fail the video."""
+    import av
+
+    from iv2_data.curate import WholeVideo
+
+    with av.open(str(tmp_path / "tagged.avi"), "w") as container:
+        container.metadata["title"] = "Cafe"
+        stream = container.add_stream("mpeg4", rate=FPS)
+        stream.width = stream.height = SIZE
+        stream.pix_fmt = "yuv420p"
+        for frame in render_frames(clip_spec(0), 16, SIZE):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = (tmp_path / "tagged.avi").read_bytes()
+    assert data.count(b"Cafe") == 1
+    latin1 = tmp_path / "latin1.avi"
+    latin1.write_bytes(data.replace(b"Cafe", b"Caf\xe9"))  # the same title in Latin-1: not UTF-8
+    config = CurationConfig(detector=WholeVideo(), rules=ClipRules(0.5, 10.0), progress=False)
+    result = curate([latin1], tmp_path / "out", config)
+    assert result.errors == [] and result.num_clips == 1

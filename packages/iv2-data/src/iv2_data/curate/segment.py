@@ -51,7 +51,7 @@ def video_duration(path: str | os.PathLike[str]) -> float:
     """Duration in seconds of the first video stream, from the container (PyAV)."""
     import av
 
-    with av.open(str(path)) as container:
+    with av.open(str(path), metadata_errors="ignore") as container:
         stream = container.streams.video[0]
         if stream.duration is not None and stream.time_base is not None:
             return float(stream.duration * stream.time_base)
@@ -108,7 +108,7 @@ class LearnedSceneDetector:
     def detect(self, path: str | os.PathLike[str]) -> list[Scene]:
         import av
 
-        with av.open(str(path)) as container:
+        with av.open(str(path), metadata_errors="ignore") as container:
             stream = container.streams.video[0]
             fps = float(stream.average_rate or 25)
             frames = np.stack(
@@ -161,7 +161,8 @@ def cut_clip(source: str | os.PathLike[str], target: str | os.PathLike[str], sta
 
     target = Path(target)
     partial = target.with_name(target.stem + ".partial" + target.suffix)
-    with av.open(str(source)) as src, av.open(str(partial), "w") as dst:
+    # Tags are not copied, so undecodable ones (Latin-1 titles) must not stop the cut.
+    with av.open(str(source), metadata_errors="ignore") as src, av.open(str(partial), "w") as dst:
         vin = src.streams.video[0]
         rate = vin.average_rate or 25
         vout = dst.add_stream("libx264", rate=rate)
