@@ -129,6 +129,14 @@ def test_jsonl_and_bad_annotations(tmp_path: Path, corpus: dict[str, Path]) -> N
         VideoTextDataset(tmp_path / "nope.json")
 
 
+def test_annotation_files_with_a_byte_order_mark_load(tmp_path: Path) -> None:
+    records = [{"video": "a.mp4", "caption": "a red circle"}]
+    as_json, as_jsonl = tmp_path / "bom.json", tmp_path / "bom.jsonl"
+    as_json.write_bytes(b"\xef\xbb\xbf" + json.dumps(records).encode())
+    as_jsonl.write_bytes(b"\xef\xbb\xbf" + json.dumps(records[0]).encode() + b"\n")
+    assert load_annotations(as_json) == records == load_annotations(as_jsonl)
+
+
 def test_short_captions_are_dropped_like_the_official_loader(tmp_path: Path) -> None:
     path = tmp_path / "ann.json"
     path.write_text(json.dumps([{"video": "a.mp4", "caption": "Hi!"}, {"video": "b.mp4", "caption": "two words"}]))

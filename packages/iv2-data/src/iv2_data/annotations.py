@@ -31,7 +31,7 @@ def load_annotations(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise AnnotationError(f"annotation file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (files saved by Windows tools) is not JSON
     records: Any
     if path.suffix == ".jsonl":
         records = []
