@@ -329,6 +329,21 @@ def test_normalisation_uses_the_official_imagenet_statistics(h264_mp4):
     np.testing.assert_allclose(CenterCropTransform(8)(frames)[:, 0, 4, 4].numpy(), (128 / 255 - mean) / std, atol=1e-5)
 
 
+def test_transforms_take_the_clip_statistics_of_the_mvbench_evaluation():
+    """REFERENCE.md m.: MVBench evaluation normalises with CLIP's mean/std, not ImageNet's."""
+    from iv2_data.transforms import CLIP_MEAN, CLIP_STD
+
+    mean, std = np.array([0.48145466, 0.4578275, 0.40821073]), np.array([0.26862954, 0.26130258, 0.27577711])
+    frames = torch.full((1, 8, 8, 3), 128, dtype=torch.uint8)
+    expected = (128 / 255 - mean) / std
+    for transform in (
+        CenterCropTransform(8, mean=CLIP_MEAN, std=CLIP_STD),
+        ResizeTransform(8, mean=CLIP_MEAN, std=CLIP_STD),
+        RandomResizedCropTransform(8, mean=CLIP_MEAN, std=CLIP_STD),
+    ):
+        np.testing.assert_allclose(transform(frames)[:, 0, 4, 4].numpy(), expected, atol=1e-5)
+
+
 def test_read_clip_is_transform_of_read_frames(odd_size_mp4):
     frames = read_frames(odd_size_mp4, 4)
     expected = CenterCropTransform(56)(frames)

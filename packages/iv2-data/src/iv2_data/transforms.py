@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "CenterCropTransform",
@@ -37,6 +39,10 @@ __all__ = [
 # The normalisation every official InternVideo2 pipeline uses (REFERENCE.md d., n.).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The official MVBench evaluation notebook normalises with CLIP's statistics instead (REFERENCE.md m.); pass
+# ``mean=CLIP_MEAN, std=CLIP_STD`` to a transform to reproduce it.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def _check_frames(frames: torch.Tensor) -> None:
@@ -151,15 +157,18 @@ def normalize(
 
 @dataclass(frozen=True)
 class CenterCropTransform:
-    """Evaluation transform: short side to ``size``, centre ``size × size`` crop, ImageNet normalisation."""
+    """Evaluation transform: short side to ``size``, centre ``size × size`` crop, ImageNet normalisation
+    (``mean``/``std``: e.g. :data:`CLIP_MEAN` / :data:`CLIP_STD` for the official MVBench evaluation)."""
 
     size: int = 224
     interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
     def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         _check_frames(frames)
         box = center_crop_box(frames.shape[1], frames.shape[2])
-        return _normalized(_crop_resize(frames, box, self.size, self.interpolation))
+        return _normalized(_crop_resize(frames, box, self.size, self.interpolation), self.mean, self.std)
 
 
 @dataclass(frozen=True)
@@ -172,11 +181,13 @@ class ResizeTransform:
 
     size: int = 224
     interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
     def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         _check_frames(frames)
         box = (0, 0, frames.shape[1], frames.shape[2])
-        return _normalized(_crop_resize(frames, box, self.size, self.interpolation))
+        return _normalized(_crop_resize(frames, box, self.size, self.interpolation), self.mean, self.std)
 
 
 @dataclass(frozen=True)
@@ -194,6 +205,8 @@ class RandomResizedCropTransform:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_prob: float = 0.5
     interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
     def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         _check_frames(frames)
@@ -201,4 +214,4 @@ class RandomResizedCropTransform:
         pixels = _crop_resize(frames, box, self.size, self.interpolation)
         if self.flip_prob > 0 and torch.rand((), generator=generator).item() < self.flip_prob:
             pixels = pixels.flip(-1)
-        return _normalized(pixels)
+        return _normalized(pixels, self.mean, self.std)
