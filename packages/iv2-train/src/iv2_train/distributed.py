@@ -72,9 +72,6 @@ def init_distributed(cfg: DistributedConfig | None = None) -> DistEnv:
             device = torch.device("cuda", local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if cfg.precision == "fp16" and device.type == "cpu" and cfg.strategy != "deepspeed":
-        # Autocast to fp16 on CPU is slow and poorly supported; fail early instead of producing garbage.
-        raise ValueError("distributed.precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on CPU")
 
     backend = cfg.backend or ("nccl" if device.type == "cuda" else "gloo")
     need_group = world_size > 1 or cfg.strategy in ("ddp", "deepspeed")
