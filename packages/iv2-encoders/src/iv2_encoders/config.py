@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -44,7 +44,6 @@ class VideoEncoderConfig:
     attn_impl: str = "sdpa"
     # Backend of the iv2-kernels ops (RMSNorm, attention pooling); None -> env IV2_KERNELS, else auto.
     kernel_backend: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.embed_dim % self.num_heads:
