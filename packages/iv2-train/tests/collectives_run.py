@@ -68,6 +68,38 @@ def nonfinite_on_one_rank(rank: int) -> list[str]:
     return []
 
 
+def checkpoint_failure_on_one_rank(rank: int) -> list[str]:
+    """A checkpoint write that fails on rank 1 must fail on both ranks (not leave rank 0 at a barrier)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from iv2_train import CheckpointWriteError, atomic_checkpoint, list_checkpoints
+
+    out = Path(broadcast_object(tempfile.mkdtemp(prefix="iv2-ckfail-") if rank == 0 else None))
+    with atomic_checkpoint(out, 1) as tmp:
+        (tmp / f"rank{rank}.txt").write_text("ok")
+    raised: BaseException | None = None
+    try:
+        with atomic_checkpoint(out, 2) as tmp:
+            if rank == 1:
+                raise OSError("disk full (simulated)")
+            (tmp / "rank0.txt").write_text("ok")
+    except (OSError, CheckpointWriteError) as err:
+        raised = err
+    steps = [s for s, _ in list_checkpoints(out)]
+    leftovers = sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith(".tmp"))
+    barrier()
+    if rank == 0:
+        shutil.rmtree(out, ignore_errors=True)
+    want = OSError if rank == 1 else CheckpointWriteError
+    if not isinstance(raised, want):
+        return [f"rank {rank}: a failed checkpoint write raised {raised!r}, expected {want.__name__}"]
+    if steps != [1] or leftovers:
+        return [f"rank {rank}: after a failed write, checkpoints {steps} and leftovers {leftovers}"]
+    return []
+
+
 def main() -> None:
     from tiny_run import die_with_parent
 
@@ -122,6 +154,7 @@ def main() -> None:
         failures.append("broadcast_object differs")
 
     failures += nonfinite_on_one_rank(env.rank)
+    failures += checkpoint_failure_on_one_rank(env.rank)
     shutdown_distributed()
     if failures:
         print(f"rank {rank}: " + "; ".join(failures), file=sys.stderr)

@@ -6,6 +6,7 @@ a non-finite guard, metrics/progress/plots and a memory estimator. See README.md
 """
 
 from .checkpoint import (
+    CheckpointWriteError,
     atomic_checkpoint,
     checkpoint_dir,
     export_safetensors,
@@ -66,6 +67,7 @@ from .trainer import NonFiniteLossError, Trainer, TrainResult, move_to_device, s
 __all__ = [
     "TRAIN_FLAVORS",
     "CheckpointConfig",
+    "CheckpointWriteError",
     "ConfigError",
     "DistEnv",
     "DistributedConfig",

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .distributed import barrier, get_rank
+from .distributed import any_rank_true, barrier, get_rank
 
 _ALIASES_KEY = "iv2_train.aliases"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -71,18 +71,36 @@ def remove_partial_checkpoints(output_dir: str | Path) -> None:
                 shutil.rmtree(path, ignore_errors=True)
 
 
+class CheckpointWriteError(RuntimeError):
+    """Raised on every rank whose own part of a checkpoint was written when another rank's part failed."""
+
+
 @contextlib.contextmanager
 def atomic_checkpoint(output_dir: str | Path, step: int, keep_last: int = 0) -> Iterator[Path]:
     """Collective: every rank writes its files into the yielded temporary directory; on exit rank 0
-    renames it to ``step_XXXXXXXX`` (replacing an older one of the same step) and prunes old ones."""
+    renames it to ``step_XXXXXXXX`` (replacing an older one of the same step) and prunes old ones.
+
+    If writing fails on any rank, every rank raises (the failing one its own error, the others
+    :class:`CheckpointWriteError`), the temporary directory is removed and the previous checkpoints stay."""
     final = checkpoint_dir(output_dir, step)
     tmp = final.with_name(".tmp-" + final.name)
     if get_rank() == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier()
-    yield tmp
-    barrier()
+    error: BaseException | None = None
+    try:
+        yield tmp
+    except Exception as err:  # agree on failure below instead of leaving the other ranks at a barrier
+        error = err
+    if any_rank_true(error is not None):
+        if get_rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if error is not None:
+            raise error
+        raise CheckpointWriteError(
+            f"another rank failed while writing checkpoint step {step}; {final} was not written"
+        )
     if get_rank() == 0:
         _fsync_dir(tmp)
         if final.exists():
