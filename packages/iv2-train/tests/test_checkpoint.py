@@ -48,9 +48,13 @@ def test_crash_while_writing_leaves_previous_checkpoint(tmp_path: Path) -> None:
         (tmp / "trainer.pt").write_text("good")
     with pytest.raises(RuntimeError), atomic_checkpoint(tmp_path, 10) as tmp:
         (tmp / "trainer.pt").write_text("half")
-        raise RuntimeError("killed mid-write")
+        raise RuntimeError("failed mid-write")
     assert latest_checkpoint(tmp_path).name == "step_00000005"
-    assert (tmp_path / "checkpoints" / ".tmp-step_00000010").exists()
+    assert not (tmp_path / "checkpoints" / ".tmp-step_00000010").exists()  # an error cleans up after itself
+    # a killed process cannot: its temporary directory stays until remove_partial_checkpoints
+    (tmp_path / "checkpoints" / ".tmp-step_00000010").mkdir()
+    (tmp_path / "checkpoints" / ".tmp-step_00000010" / "trainer.pt").write_text("half")
+    assert latest_checkpoint(tmp_path).name == "step_00000005"
     remove_partial_checkpoints(tmp_path)
     assert not (tmp_path / "checkpoints" / ".tmp-step_00000010").exists()
     # Rewriting the same step replaces it whole.
