@@ -312,7 +312,6 @@ class VideoTextDataset(_CaptionMixin, _VideoMixin, AnnotationDataset):
         min_caption_words: int = 2,
         broken: BrokenSamplePolicy | None = None,
     ) -> None:
-        self.source = str(annotations) if isinstance(annotations, (str, os.PathLike)) else "<records>"
         self._init_captions(text_transform, caption_sampling, min_caption_words)
         self._init_video(num_frames, size, sampling, train, transform, video_reader)
         super().__init__(annotations, media_root, broken=broken)
@@ -380,7 +379,6 @@ class AudioTextDataset(_CaptionMixin, _AudioMixin, AnnotationDataset):
         min_caption_words: int = 2,
         broken: BrokenSamplePolicy | None = None,
     ) -> None:
-        self.source = str(annotations) if isinstance(annotations, (str, os.PathLike)) else "<records>"
         self._init_captions(text_transform, caption_sampling, min_caption_words)
         self._init_audio(max_audio_seconds, train)
         super().__init__(annotations, media_root, broken=broken)
@@ -432,7 +430,6 @@ class VideoAudioTextDataset(_CaptionMixin, _VideoMixin, _AudioMixin, AnnotationD
         min_caption_words: int = 2,
         broken: BrokenSamplePolicy | None = None,
     ) -> None:
-        self.source = str(annotations) if isinstance(annotations, (str, os.PathLike)) else "<records>"
         self.caption_key = caption_key
         self.asr_key = asr_key
         self._init_captions(text_transform, caption_sampling, min_caption_words)
@@ -523,7 +520,6 @@ class MultipleChoiceQADataset(_VideoMixin, AnnotationDataset):
         video_reader: VideoReader | None = None,
         broken: BrokenSamplePolicy | None = None,
     ) -> None:
-        self.source = str(annotations) if isinstance(annotations, (str, os.PathLike)) else "<records>"
         self._init_video(num_frames, size, sampling, train, transform, video_reader)
         super().__init__(annotations, media_root, broken=broken)
 
@@ -599,7 +595,6 @@ class InstructionDataset(_VideoMixin, AnnotationDataset):
         video_reader: VideoReader | None = None,
         broken: BrokenSamplePolicy | None = None,
     ) -> None:
-        self.source = str(annotations) if isinstance(annotations, (str, os.PathLike)) else "<records>"
         self._init_video(num_frames, size, sampling, train, transform, video_reader)
         super().__init__(annotations, media_root, broken=broken)
 
