@@ -96,6 +96,7 @@ def atomic_checkpoint(output_dir: str | Path, step: int, keep_last: int = 0) -> 
     if any_rank_true(error is not None):
         if get_rank() == 0:
             shutil.rmtree(tmp, ignore_errors=True)
+        barrier()  # every rank agreed to fail, so every rank is here: the error surfaces after the clean-up
         if error is not None:
             raise error
         raise CheckpointWriteError(
