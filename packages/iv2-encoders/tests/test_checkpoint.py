@@ -202,3 +202,32 @@ def test_vision_tower_inside_a_chat_checkpoint(tmp_path, source):
     assert result.missing == sorted(k for k in source.state_dict() if k.startswith(("blocks.1.", "clip_projector.")))
     torch.testing.assert_close(target.img_pos_embed.detach(), sd["vision_encoder.img_pos_embed"])
     torch.testing.assert_close(target.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+
+
+def test_chat_tower_layerscale_names_load_both_ways(source):
+    """The InternVideo2-Chat tower stores LayerScale as bare ``blocks.N.ls1`` (REFERENCE o, stage 3)."""
+    gamma_sd = source.state_dict()
+    bare_sd = {k.removesuffix(".gamma"): v for k, v in gamma_sd.items()}  # the chat checkpoint's names
+    assert "blocks.0.ls1" in bare_sd and "blocks.1.ls2" in bare_sd
+
+    chat_tower = build(layerscale_keys="bare")
+    own = chat_tower.state_dict()
+    assert set(own) == set(bare_sd), "a bare-layout model's state dict uses the chat checkpoint's names"
+
+    for target in (build(), build(layerscale_keys="bare")):
+        for sd in (gamma_sd, bare_sd):
+            missing, dropped = load_checkpoint(target, {f"vision_encoder.{k}": v for k, v in sd.items()})
+            assert missing == [] and dropped == []
+            for block, ref in zip(target.blocks, source.blocks):
+                assert torch.equal(block.ls1.gamma, ref.ls1.gamma) and torch.equal(block.ls2.gamma, ref.ls2.gamma)
+
+    nested = torch.nn.Module()
+    nested.vision_encoder = chat_tower
+    keys = nested.state_dict()
+    assert "vision_encoder.blocks.0.ls1" in keys and "vision_encoder.blocks.0.ls1.gamma" not in keys
+    nested.load_state_dict(keys)  # the renaming hooks work under a parent's prefix
+
+
+def test_layerscale_keys_is_validated():
+    with pytest.raises(ValueError, match="layerscale_keys"):
+        build(layerscale_keys="weight")

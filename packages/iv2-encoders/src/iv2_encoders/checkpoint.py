@@ -11,7 +11,8 @@ One place turns foreign checkpoints into this model's layout (timm's ``checkpoin
   ``mae_pos_embed``, ...) and classifier heads are dropped and reported, not errors;
 * position embeddings are resampled to the model's frame count (linear in time) and size (bicubic in space)
   like the official ``interpolate_pos_embed_internvideo2``; a checkpoint ``img_pos_embed`` is resampled in
-  space and gives the model a separate image position embedding.
+  space and gives the model a separate image position embedding;
+* LayerScale keys load in either naming (``ls1.gamma`` of stage 1/2, bare ``ls1`` of the chat tower).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .model import VideoEncoder
+from .model import VideoEncoder, layerscale_key_map
 from .pos_embed import interpolate_pos_embed
 
 _ANCHOR = "patch_embed.proj.weight"
@@ -152,6 +153,10 @@ def load_checkpoint(
         model.add_image_pos_embed()
 
     own = model.state_dict()
+    # LayerScale is ``blocks.N.ls1.gamma`` in stage-1/2 checkpoints and bare ``blocks.N.ls1`` in the
+    # InternVideo2-Chat tower: read either into the model's own naming (``cfg.layerscale_keys``).
+    for old, new in layerscale_key_map(list(tower), model.cfg.layerscale_keys).items():
+        tower[new] = tower.pop(old)
     to_load = {}
     for k, v in tower.items():
         if k not in own:

@@ -38,6 +38,10 @@ class VideoEncoderConfig:
     sep_image_video_pos_embed: bool = False
     # Official LayerScale computes in float32 unless ``layerscale_no_force_fp32`` is set.
     layerscale_force_fp32: bool = True
+    # How LayerScale parameters are named in this model's state dict: "gamma" (``blocks.N.ls1.gamma``, the
+    # stage-1/2 checkpoints) or "bare" (``blocks.N.ls1``, the InternVideo2-Chat vision tower). Only the key
+    # names differ; ``load_checkpoint`` reads either layout into either model.
+    layerscale_keys: str = "gamma"
     drop_path_rate: float = 0.0
     grad_checkpointing: bool = False
     # "sdpa" (default, torch.nn.functional.scaled_dot_product_attention) or "flash" (the `flash` extra).
@@ -58,6 +62,8 @@ class VideoEncoderConfig:
             raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
         if self.num_frames % self.tubelet_size:
             raise ValueError(f"num_frames {self.num_frames} is not a multiple of tubelet_size {self.tubelet_size}")
+        if self.layerscale_keys not in ("gamma", "bare"):
+            raise ValueError(f"layerscale_keys must be 'gamma' or 'bare', got {self.layerscale_keys!r}")
         if self.attn_impl not in ("sdpa", "flash"):
             raise ValueError(f"attn_impl must be 'sdpa' or 'flash', got {self.attn_impl!r}")
 

@@ -17,7 +17,8 @@ The residual stream is carried as (branch, residual) pairs so that every "add + 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -216,6 +217,31 @@ class AttentionPoolingHead(nn.Module):
         )
 
 
+_GAMMA_KEY = re.compile(r"^(blocks\.\d+\.ls[12])\.gamma$")
+_BARE_KEY = re.compile(r"^(blocks\.\d+\.ls[12])$")
+
+
+def layerscale_key_map(keys: Iterable[str], layout: str) -> dict[str, str]:
+    """``{key: renamed}`` turning LayerScale keys (relative to the encoder) into ``layout`` ("gamma": the
+    stage-1/2 ``blocks.N.ls1.gamma``; "bare": the InternVideo2-Chat ``blocks.N.ls1``); other keys are absent."""
+    pattern, fmt = (_GAMMA_KEY, "{}") if layout == "bare" else (_BARE_KEY, "{}.gamma")
+    return {k: fmt.format(m.group(1)) for k in keys if (m := pattern.match(k))}
+
+
+def _rename_in_place(state_dict: dict, prefix: str, layout: str) -> None:
+    local = [k[len(prefix):] for k in state_dict if k.startswith(prefix)]
+    for old, new in layerscale_key_map(local, layout).items():
+        state_dict[prefix + new] = state_dict.pop(prefix + old)
+
+
+def _bare_layerscale_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    _rename_in_place(state_dict, prefix, "bare")
+
+
+def _gamma_layerscale_keys(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+    _rename_in_place(state_dict, prefix, "gamma")
+
+
 class VideoEncoder(nn.Module):
     """InternVideo2 ViT. ``model(video, mask=None)`` with ``video`` float (B, 3, T, H, W) and ``mask`` bool
     (B, N) over patch tokens, True = dropped (the same count in every sample); see :class:`EncoderOutput`.
@@ -240,6 +266,10 @@ class VideoEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, rates[i]) for i in range(cfg.depth))
         self.clip_projector = AttentionPoolingHead(cfg) if cfg.pool_head else None
         self.grad_checkpointing = cfg.grad_checkpointing
+        if cfg.layerscale_keys == "bare" and cfg.init_values:
+            # The chat tower's layout: the modules stay the same, only the state-dict names change.
+            self.register_state_dict_post_hook(_bare_layerscale_keys)
+            self.register_load_state_dict_pre_hook(_gamma_layerscale_keys)
         self.init_weights()
 
     # ------------------------------------------------------------------ init
