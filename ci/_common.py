@@ -22,10 +22,15 @@ def uv() -> str:
 
 def packages() -> dict[str, Path]:
     """Distribution name -> project folder, for the root project and every workspace member."""
-    out = {"iv2": ROOT}
+    out = {"iv2-suite": ROOT}
     for pyproject in sorted((ROOT / "packages").glob("*/pyproject.toml")):
         out[tomllib.loads(pyproject.read_text())["project"]["name"]] = pyproject.parent
     return out
+
+
+def module_name(name: str) -> str:
+    """The importable top-level module a distribution ships (``iv2-suite`` ships ``iv2``)."""
+    return "iv2" if name == "iv2-suite" else name.replace("-", "_")
 
 
 def version(name: str) -> str:

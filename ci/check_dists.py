@@ -14,7 +14,7 @@ import zipfile
 from email.parser import Parser
 from pathlib import Path
 
-from _common import ROOT, packages, version
+from _common import ROOT, module_name, packages, version
 
 
 def wheel_metadata(path: Path) -> tuple[dict, list[str]]:
@@ -42,7 +42,7 @@ def check_wheel(path: Path) -> list[str]:
     for req in msg.get_all("Requires-Dist") or []:
         if "file:" in req or " @ " in req:
             problems.append(f"{where}: requirement pins a local path or URL: {req}")
-    module = name.replace("-", "_")
+    module = module_name(name)
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     if tops != {module}:
         problems.append(f"{where}: top-level entries {sorted(tops)}, expected only {module!r}")

@@ -53,7 +53,7 @@ def test_flash_attn_is_only_an_extra_of_the_encoders():
 
 
 def test_root_project_depends_on_every_package():
-    assert set(ALLOWED) <= set(requirements("iv2"))
+    assert set(ALLOWED) <= set(requirements("iv2-suite"))
 
 
 @pytest.mark.parametrize("dist", sorted(ALLOWED))

@@ -29,7 +29,7 @@ def dist(tmp_path_factory):
 
 def test_every_package_builds_alone_with_complete_metadata(dist):
     wheels = sorted(p.name.split("-")[0] for p in dist.glob("*.whl"))
-    assert wheels == sorted(["iv2", "iv2_align", "iv2_chat", "iv2_data", "iv2_distill", "iv2_encoders",
+    assert wheels == sorted(["iv2_suite", "iv2_align", "iv2_chat", "iv2_data", "iv2_distill", "iv2_encoders",
                              "iv2_kernels", "iv2_train"])
     result = ci("check_dists.py", str(dist))
     assert result.returncode == 0, result.stdout
@@ -73,11 +73,13 @@ def test_release_tag_names_one_package_with_its_version():
     finally:
         sys.path.pop(0)
     assert package_for_tag("iv2-encoders-v0.1.0") == "iv2-encoders"
-    assert package_for_tag("refs/tags/iv2-v0.1.0") == "iv2"
+    assert package_for_tag("refs/tags/iv2-suite-v0.1.0") == "iv2-suite"
     with pytest.raises(ValueError, match="pyproject.toml says 0.1.0"):
         package_for_tag("iv2-kernels-v0.2.0")
     with pytest.raises(ValueError, match="names no package"):
         package_for_tag("iv2-video-v0.1.0")
+    with pytest.raises(ValueError, match="names no package"):  # the PyPI name `iv2` is not ours
+        package_for_tag("iv2-v0.1.0")
     with pytest.raises(ValueError, match="form"):
         package_for_tag("v0.1.0")
 

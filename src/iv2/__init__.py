@@ -2,4 +2,4 @@
 
 from importlib.metadata import version as _version
 
-__version__ = _version("iv2")
+__version__ = _version("iv2-suite")

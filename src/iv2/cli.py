@@ -11,7 +11,7 @@ import argparse
 import importlib.metadata as md
 import sys
 
-PACKAGES = ("iv2", "iv2-kernels", "iv2-data", "iv2-encoders", "iv2-train", "iv2-distill", "iv2-align", "iv2-chat")
+PACKAGES = ("iv2-suite", "iv2-kernels", "iv2-data", "iv2-encoders", "iv2-train", "iv2-distill", "iv2-align", "iv2-chat")
 
 
 def versions() -> dict[str, str | None]:
