@@ -26,7 +26,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from iv2_kernels import attention_pool, rms_norm
+from iv2_kernels import AttentionPoolParams, add_rms_norm, attention_pool, rms_norm
 
 from .config import VideoEncoderConfig
 from .pos_embed import sincos_3d
@@ -53,7 +53,10 @@ class RMSNorm(nn.Module):
         self.backend = backend
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
-        return rms_norm(x, self.weight, self.eps, residual=residual, backend=self.backend)
+        """``rms_norm(x)``, or with ``residual`` the pair ``(rms_norm(x + residual), x + residual)``."""
+        if residual is None:
+            return rms_norm(x, self.weight, self.eps, backend=self.backend)
+        return add_rms_norm(x, residual, self.weight, self.eps, backend=self.backend)
 
 
 class LayerScale(nn.Module):
@@ -206,15 +209,22 @@ class AttentionPoolingHead(nn.Module):
         self.cross_attn = CrossAttention(dim, cfg.clip_embed_dim)
         self.backend = cfg.kernel_backend
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def attention_pool_params(self) -> AttentionPoolParams:
+        """This head's parameters as the bundle ``iv2_kernels.attention_pool`` takes."""
         a = self.cross_attn
-        return attention_pool(
-            x, self.num_heads,
+        return AttentionPoolParams(
+            self.num_heads,
             (self.norm1_q.weight, self.norm1_q.bias), (self.norm1_k.weight, self.norm1_k.bias),
             (self.norm1_v.weight, self.norm1_v.bias),
             a.q.weight, a.q_bias, a.k.weight, a.k_bias, a.v.weight, a.v_bias, a.proj.weight, a.proj.bias,
-            eps=self.eps, backend=self.backend,
+            eps=self.eps,
         )
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``(B, N, C) -> (B, clip_embed_dim)``; with ``return_weights`` also ``(B, N)``: the softmax over all N
+        keys (class token included) averaged over heads, as the official ``return_attn`` gives it."""
+        return attention_pool(x, self, backend=self.backend, return_weights=return_weights)
 
 
 _GAMMA_KEY = re.compile(r"^(blocks\.\d+\.ls[12])\.gamma$")
