@@ -18,7 +18,15 @@ from typing import Any
 
 import torch
 
-from .checkpoint import CheckpointError, LoadResult, atomic_write, load_checkpoint, read_state_dict, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    LoadResult,
+    atomic_write,
+    load_checkpoint,
+    read_state_dict,
+    save_checkpoint,
+    split_vision_prefix,
+)
 from .config import HubFile, PretrainedCfg, VideoEncoderConfig
 from .model import VideoEncoder
 
@@ -133,19 +141,13 @@ def load_pretrained(model: VideoEncoder, cfg: PretrainedCfg, *, strict: bool = T
         path = download_file(file)
         sources.append(str(path))
         state = read_state_dict(path, prefix=file.prefix)
-        prefix = file.prefix if file.prefix is not None else _anchor_prefix(state, str(path))
+        prefix = file.prefix if file.prefix is not None else split_vision_prefix(state, str(path))[0]
         if base_prefix is None:
             base_prefix = prefix
         for key, value in state.items():  # re-home the tower under the base file's prefix
             merged[base_prefix + key[len(prefix):] if key.startswith(prefix) else key] = value
     frames = num_frames if num_frames is not None else cfg.checkpoint_num_frames
     return load_checkpoint(model, merged, num_frames=frames, strict=strict, source=" + ".join(sources))
-
-
-def _anchor_prefix(state: dict[str, torch.Tensor], source: str) -> str:
-    from .checkpoint import split_vision_prefix
-
-    return split_vision_prefix(state, source)[0]
 
 
 # ------------------------------------------------------------------------------------------- saved folders
