@@ -9,10 +9,12 @@ forward + backward and the peak extra memory of one (above what the inputs alrea
   ``MALLOC_MMAP_THRESHOLD_`` pinned: every large tensor is then returned to the system when freed, and the
   resident set follows live tensor memory.
 
-"ours" is ``backend="auto"``: Triton kernels on CUDA, the blockwise torch path on CPU.
+"ours" is ``backend="auto"``: Triton kernels on CUDA, the blockwise torch path on CPU. ``--idx-group K``
+gives both losses official VTC targets with every id shared by K rows at random places (K
+captions per video).
 
     python benchmarks/kernels_contrastive.py [--device cpu|cuda] [--dtype float32] [--batch 4096 12288]
-                                             [--dim 256] [--repeats 3] [--threads N] [--markdown]
+                                             [--dim 256] [--repeats 3] [--threads N] [--idx-group K] [--markdown]
 """
 
 from __future__ import annotations
@@ -124,23 +126,26 @@ def run_batch(batch: int, args: argparse.Namespace, device: torch.device, dtype:
     b = torch.randn(batch, args.dim, device=device, dtype=dtype, generator=gen)
     a = torch.nn.functional.normalize(a, dim=1).requires_grad_()
     b = torch.nn.functional.normalize(b, dim=1).requires_grad_()
+    idx = None
+    if args.idx_group:
+        idx = (torch.randperm(batch, generator=torch.Generator().manual_seed(1)) // args.idx_group).to(device)
 
     def reset() -> None:
         a.grad = b.grad = None
 
     def ours() -> None:
-        contrastive_loss(a, b, args.temperature).backward()
+        contrastive_loss(a, b, args.temperature, idx=idx).backward()
 
     def plain() -> None:
-        contrastive_loss_reference(a, b, args.temperature).backward()
+        contrastive_loss_reference(a, b, args.temperature, idx=idx).backward()
 
     result = {"batch": batch, "ours": measure(ours, reset, device, args.repeats)}
     with torch.no_grad():
-        value_ours = contrastive_loss(a, b, args.temperature).item()
+        value_ours = contrastive_loss(a, b, args.temperature, idx=idx).item()
     if args.skip_plain_above is None or batch <= args.skip_plain_above:
         result["plain"] = measure(plain, reset, device, args.repeats)
         with torch.no_grad():
-            result["diff"] = abs(value_ours - contrastive_loss_reference(a, b, args.temperature).item())
+            result["diff"] = abs(value_ours - contrastive_loss_reference(a, b, args.temperature, idx=idx).item())
     return result
 
 
@@ -155,6 +160,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--skip-plain-above", type=int, default=None,
                         help="run only ours for batches above this (the plain loss may not fit)")
+    parser.add_argument("--idx-group", type=int, default=None,
+                        help="official VTC targets: every id shared by this many rows (default: no idx)")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     parser.add_argument("--time-only", action="store_true",
                         help="CPU: keep glibc's default allocator (faster, no page fault per tensor); memory n/a")
@@ -169,7 +176,7 @@ def main() -> None:
     rows = [run_batch(batch, args, device, dtype) for batch in args.batch]
 
     header = (f"device: {describe(device)} | dtype: {args.dtype} | D = {args.dim} | temperature "
-              f"{args.temperature} | forward + backward, median of {args.repeats} | torch {torch.__version__}")
+              f"{args.temperature} | idx: {f'groups of {args.idx_group}' if args.idx_group else 'none'} | forward + backward, median of {args.repeats} | torch {torch.__version__}")
     cpu = device.type == "cpu"
     cols = ["B", "ours time", "plain time", "time ratio"] + (["ours CPU time", "plain CPU time"] if cpu else [])
     cols += ["ours peak", "plain peak", "memory ratio", "|Δloss|"]

@@ -1,8 +1,8 @@
-"""Benchmark: iv2_kernels.rms_norm (fused add + RMSNorm) forward + backward vs other RMSNorm implementations.
+"""Benchmark: iv2_kernels.rms_norm / add_rms_norm (fused add + RMSNorm) forward + backward vs other RMSNorm implementations.
 
 Rows (whichever are available on the device):
 
-- ``iv2 triton`` — ``rms_norm(..., backend="triton")``, the fused Triton kernels (CUDA only; Triton's CPU
+- ``iv2 triton`` — ``rms_norm`` / ``add_rms_norm(..., backend="triton")``, the fused Triton kernels (CUDA only; Triton's CPU
   interpreter is a debugging tool, not timed);
 - ``iv2 torch`` — ``rms_norm(..., backend="torch")``, the reference the encoder runs on CPU;
 - ``F.rms_norm`` — ``torch.nn.functional.rms_norm`` (plus a separate ``x + residual`` when fused add is on);
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from kernels_contrastive import PeakMemory, describe, ensure_pinned_mmap_threshold, fmt_bytes
 
-from iv2_kernels import rms_norm, rms_norm_reference
+from iv2_kernels import add_rms_norm, add_rms_norm_reference, rms_norm, rms_norm_reference
 
 KNOWN_BANDWIDTH_GBS = {"H100 80GB HBM3": 3352, "H100 PCIe": 2039, "H200": 4800, "A100-SXM4-80GB": 2039,
                        "A100-SXM4-40GB": 1555, "A100 80GB PCIe": 1935, "L4": 300, "L40S": 864}
@@ -48,7 +48,10 @@ def peak_bandwidth(device: torch.device, override: float | None) -> float | None
 
 def candidates(device: torch.device, residual: bool, eps: float) -> dict[str, Callable]:
     def iv2(backend):
-        return lambda x, w, r: rms_norm(x, w, eps, residual=r, backend=backend)
+        def run(x, w, r):
+            return rms_norm(x, w, eps, backend=backend) if r is None else add_rms_norm(x, r, w, eps, backend=backend)
+
+        return run
 
     def functional(x, w, r):
         s = x + r if r is not None else x
@@ -58,7 +61,8 @@ def candidates(device: torch.device, residual: bool, eps: float) -> dict[str, Ca
     impls = {"iv2 torch": iv2("torch"), "F.rms_norm": functional}
     if device.type == "cuda":
         impls = {"iv2 triton": iv2("triton"), **impls,
-                 "compiled": torch.compile(lambda x, w, r: rms_norm_reference(x, w, eps, r))}
+                 "compiled": torch.compile(lambda x, w, r: rms_norm_reference(x, w, eps) if r is None
+                                           else add_rms_norm_reference(x, r, w, eps))}
         if importlib.util.find_spec("liger_kernel") is not None:
             from liger_kernel.ops.rms_norm import LigerRMSNormFunction
 

@@ -72,3 +72,23 @@ def official_distillation_heads(embed_dim: int, num_patches: int = 8 * 256, clip
                     f"mae_decoder.{i}.head.2.weight": (1408, d), f"mae_decoder.{i}.head.2.bias": (1408,),
                     f"mae_decoder.{i}.norm.weight": (1408,), f"mae_decoder.{i}.norm.bias": (1408,)})
     return out
+
+
+def official_chat_tower_layout(embed_dim: int, depth: int, mlp_hidden: int, num_patches: int, img_patches: int,
+                               patch: int = 14, tubelet: int = 1) -> dict[str, tuple[int, ...]]:
+    """The InternVideo2-Chat vision tower (IV2-chat modeling_internvideo2_vit.py ``PretrainVisionTransformer_clean``
+    with ``x_vis_only``, ``sep_image_video_pos_embed``): ``depth`` blocks built, LayerScale as bare parameters
+    ``blocks.N.ls1`` / ``ls2``, a learnable ``img_pos_embed`` of one frame, no ``clip_projector``."""
+    layout = {k: s for k, s in official_encoder_layout(embed_dim, depth, mlp_hidden, num_patches=num_patches,
+                                                       patch=patch, tubelet=tubelet).items()
+              if not k.startswith("clip_projector.")}
+    for key in [k for k in layout if k.endswith((".ls1.gamma", ".ls2.gamma"))]:
+        layout[key.removesuffix(".gamma")] = layout.pop(key)
+    layout["img_pos_embed"] = (1, img_patches + 1, embed_dim)
+    return layout
+
+
+# what else an InternVideo2-Chat checkpoint holds beside ``vision_encoder.*`` (dropped by the encoder's loader)
+CHAT_MODEL_OTHER_KEYS = ("vision_layernorm.weight", "vision_layernorm.bias", "query_tokens", "extra_query_tokens",
+                         "qformer.bert.encoder.layer.0.attention.self.query.weight", "project_up.weight",
+                         "project_up.bias", "lm.base_model.model.model.layers.0.self_attn.q_proj.weight")

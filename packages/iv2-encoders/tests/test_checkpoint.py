@@ -1,3 +1,4 @@
+import os
 import pickle
 
 import pytest
@@ -83,17 +84,44 @@ def test_distillation_heads_are_dropped_and_reported(tmp_path, source):
     assert sorted(dropped) == sorted([*heads, "head.weight"])
 
 
-def test_missing_keys_are_reported(tmp_path, source):
+def test_missing_keys_are_reported_with_strict_false(tmp_path, source):
     sd = {k: v for k, v in source.state_dict().items() if not k.startswith(("blocks.1.", "clip_projector."))}
-    missing, dropped = load_checkpoint(build(), _write(tmp_path / "tower.pt", {"module": sd}))
+    missing, dropped = load_checkpoint(build(), _write(tmp_path / "tower.pt", {"module": sd}), strict=False)
     assert dropped == []
     assert missing == sorted(k for k in source.state_dict() if k.startswith(("blocks.1.", "clip_projector.")))
+
+
+def test_a_checkpoint_lacking_a_parameter_is_refused_by_default(tmp_path, source):
+    sd = {k: v for k, v in source.state_dict().items() if k != "blocks.1.mlp.fc2.bias"}
+    path = _write(tmp_path / "partial.safetensors", sd)
+    target = build()
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"partial.safetensors: the checkpoint lacks 1 parameter\(s\) the "
+                                              r"model needs: blocks.1.mlp.fc2.bias; pass strict=False"):
+        load_checkpoint(target, path)
+    for k, v in target.state_dict().items():  # nothing was loaded
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(CheckpointError, match="partial.safetensors.*blocks.1.mlp.fc2.bias"):
+        create_model("internvideo2-tiny", pretrained=path, **CFG)
 
 
 def test_wrong_shape_names_key_shapes_and_cause(tmp_path):
     other = build(embed_dim=64)
     with pytest.raises(CheckpointError, match=r"big.pt: key 'cls_token' has shape \(1, 1, 64\).*expects \(1, 1, 48\).*model size"):
         load_checkpoint(build(), _write(tmp_path / "big.pt", other.state_dict()))
+
+
+def test_wrong_size_is_reported_before_any_frame_count_question(tmp_path):
+    # another width AND a position table whose frame count would be ambiguous (see the test below): the
+    # size mismatch is what the user must hear about
+    other = build(embed_dim=64, img_size=84)
+    with pytest.raises(CheckpointError, match=r"wide.pt: key '.*' has shape .* but the model expects .*model size"):
+        load_checkpoint(build(), _write(tmp_path / "wide.pt", other.state_dict()))
+    only_pos = dict(build().state_dict())
+    only_pos["pos_embed"] = torch.zeros(1, 1 + 4 * 36, 64)  # width 64 on an otherwise matching checkpoint
+    with pytest.raises(CheckpointError, match=r"key 'pos_embed' has shape \(1, 145, 64\) but the model expects "
+                                              r"\(1, 37, 48\)"):
+        load_checkpoint(build(), only_pos)
 
 
 def test_missing_file_and_non_checkpoints_are_clear_errors(tmp_path):
@@ -105,6 +133,26 @@ def test_missing_file_and_non_checkpoints_are_clear_errors(tmp_path):
     torch.save({"text_encoder.x": torch.zeros(1)}, tmp_path / "text.pt")
     with pytest.raises(CheckpointError, match="no vision encoder"):
         load_checkpoint(build(), tmp_path / "text.pt")
+
+
+@pytest.mark.parametrize(("name", "content", "expected"), [
+    ("random.safetensors", os.urandom(4000), r"random.safetensors: not a readable safetensors file \(.*header"),
+    ("empty.safetensors", b"", r"empty.safetensors: the file is empty \(0 bytes\)"),
+    ("empty.pt", b"", r"empty.pt: the file is empty \(0 bytes\)"),
+    ("random.pt", os.urandom(4000), r"random.pt: cannot be read as a torch checkpoint"),
+    ("truncated.pt", None, r"truncated.pt: cannot be read as a torch checkpoint"),
+])
+def test_unreadable_files_are_errors_naming_the_file(tmp_path, source, name, content, expected):
+    path = tmp_path / name
+    if content is None:  # a real torch zip archive cut in half
+        torch.save(source.state_dict(), path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=expected) as info:
+        load_checkpoint(build(), path)
+    # never torch's advice to load untrusted pickles with weights_only=False
+    assert "weights_only=False" not in str(info.value) and "weights_only` set to `False" not in str(info.value)
 
 
 class _Evil:
@@ -155,15 +203,25 @@ def test_ambiguous_frame_count_asks_for_num_frames(tmp_path):
     torch.testing.assert_close(target.pos_embed.detach(), expected)
 
 
-def test_checkpoint_image_position_embedding_is_adopted(tmp_path, source):
+def test_image_position_table_is_decided_by_the_config_not_the_file(tmp_path, source):
     sd = dict(source.state_dict())
     sd["img_pos_embed"] = torch.randn(1, 1 + 9, 48)
-    target = build()
-    assert target.img_pos_embed is None
-    missing, dropped = load_checkpoint(target, _write(tmp_path / "img.pt", sd))
-    assert missing == [] and dropped == []
-    torch.testing.assert_close(target.img_pos_embed.detach(), sd["img_pos_embed"])
-    assert target.cfg.sep_image_video_pos_embed
+    path = _write(tmp_path / "img.pt", sd)
+    target = build()  # no image table: the checkpoint's is dropped and reported, the architecture unchanged
+    missing, dropped = load_checkpoint(target, path)
+    assert missing == [] and dropped == ["img_pos_embed"]
+    assert target.img_pos_embed is None and not target.cfg.sep_image_video_pos_embed
+    with_table = build(sep_image_video_pos_embed=True)
+    assert tuple(load_checkpoint(with_table, path)) == ([], [])
+    torch.testing.assert_close(with_table.img_pos_embed.detach(), sd["img_pos_embed"])
+    # the image table is resampled in space like the video table
+    small = build(sep_image_video_pos_embed=True, img_size=28)
+    load_checkpoint(small, path, num_frames=4)
+    torch.testing.assert_close(small.img_pos_embed.detach(),
+                               interpolate_pos_embed(sd["img_pos_embed"], (1, 3, 3), (1, 2, 2)))
+    # a model with an image table and a checkpoint without one: missing, refused by default
+    with pytest.raises(CheckpointError, match="lacks 1 parameter.*img_pos_embed"):
+        load_checkpoint(build(sep_image_video_pos_embed=True), source.state_dict())
 
 
 def test_load_into_meta_model_assigns_real_tensors(tmp_path, source):
@@ -188,15 +246,19 @@ def test_create_model_with_pretrained_path(tmp_path, source):
 
 def test_vision_tower_inside_a_chat_checkpoint(tmp_path, source):
     """IV2-chat builds depth-1 blocks, no pooling head, a separate image table, under ``vision_encoder.``
-    beside the QFormer, the projection and the LLM."""
+    beside the QFormer, the projection and the LLM. Into a full (pooling, deeper) model it loads only with
+    strict=False, reporting what it lacks."""
     sd = {"vision_encoder." + k: v for k, v in source.state_dict().items()
           if not k.startswith(("blocks.1.", "clip_projector."))}
     sd["vision_encoder.img_pos_embed"] = torch.randn(1, 1 + 9, 48)
     others = ["vision_layernorm.weight", "qformer.bert.encoder.layer.0.attention.self.query.weight",
               "query_tokens", "project_up.weight", "lm.model.layers.0.self_attn.q_proj.weight"]
     sd.update({k: torch.zeros(2, 2) for k in others})
-    target = build()
-    result = load_checkpoint(target, _write(tmp_path / "chat.safetensors", sd))
+    path = _write(tmp_path / "chat.safetensors", sd)
+    with pytest.raises(CheckpointError, match="chat.safetensors: the checkpoint lacks"):
+        load_checkpoint(build(sep_image_video_pos_embed=True), path)
+    target = build(sep_image_video_pos_embed=True)
+    result = load_checkpoint(target, path, strict=False)
     assert result.prefix == "vision_encoder."
     assert sorted(result.dropped) == sorted(others)
     assert result.missing == sorted(k for k in source.state_dict() if k.startswith(("blocks.1.", "clip_projector.")))

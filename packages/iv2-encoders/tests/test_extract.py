@@ -148,3 +148,21 @@ def test_console_script_on_the_shared_sample(tmp_path, shared_video):
     assert row["status"] == "ok"
     pooled = load_file(row["output"])["pooled"]
     assert pooled.shape == (32,) and torch.isfinite(pooled).all()
+
+
+def test_extract_preprocesses_as_the_weights_pretrained_cfg_says(videos):
+    """A saved model whose pretrained_cfg asks for CLIP statistics and the squash resize: extract follows it
+    (it used to hard-code ImageNet statistics and the centre crop)."""
+    from iv2_data.transforms import CLIP_MEAN, CLIP_STD, ResizeTransform
+    from iv2_encoders import save_pretrained
+
+    model = randomize_(create_model("internvideo2-tiny"), seed=5).eval()
+    model.pretrained_cfg = model.pretrained_cfg.replace(mean=CLIP_MEAN, std=CLIP_STD, resize="squash")
+    save_pretrained(model, Path("weights"))
+    assert main(["extract", *ARGS, "--checkpoint", "weights", "--workers", "0", "--output", "out",
+                 "data/b/clip.mp4"]) == 0
+    feats = load_file("out/data/b/clip.mp4.safetensors")
+    clip = read_clip("data/b/clip.mp4", 4, 56, transform=ResizeTransform(56, mean=CLIP_MEAN, std=CLIP_STD))
+    torch.testing.assert_close(feats["pooled"], model(clip[None]).pooled[0], rtol=1e-4, atol=1e-5)
+    imagenet = model(read_clip("data/b/clip.mp4", 4, 56)[None]).pooled[0]
+    assert not torch.allclose(feats["pooled"], imagenet, rtol=1e-3, atol=1e-4)  # the statistics mattered

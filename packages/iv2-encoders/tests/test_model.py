@@ -201,3 +201,46 @@ def test_official_init_rescales_output_projections():
         assert s == pytest.approx(0.02 / math.sqrt(2 * (i + 1)), rel=0.1)
     assert (model.blocks[0].ls1.gamma == 1e-5).all()
     assert model.pos_embed[0, 0].abs().sum() == 0  # class row of the sin-cos table is zero
+
+
+def test_attention_map_matches_float64_reference():
+    """Stage 1's saliency: the pooling head's softmax over keys, averaged over heads, class key dropped."""
+    model = tiny()
+    video = torch.randn(2, 3, 4, 42, 42)
+    out = model(video, return_attention=True)
+    _, ref_pooled, ref_attention = reference_forward(model.state_dict(), video, heads=4, pool_heads=3, depth=2,
+                                                     patch=14, return_attention=True)
+    assert out.attention.shape == (2, 4 * 9)
+    torch.testing.assert_close(out.attention.double(), ref_attention, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.pooled.double(), ref_pooled, rtol=1e-5, atol=1e-5)
+    assert model(video).attention is None  # only on request
+    # per sample: 1 minus the class token's share
+    assert bool((out.attention.sum(1) < 1).all()) and bool((out.attention > 0).all())
+
+
+def test_attention_map_of_a_masked_clip_covers_the_visible_tokens():
+    model = tiny()
+    video = torch.randn(2, 3, 4, 42, 42)
+    keep_index = torch.stack([torch.randperm(36, generator=torch.Generator().manual_seed(b))[:10].sort().values
+                              for b in range(2)])
+    mask = torch.ones(2, 36, dtype=torch.bool).scatter_(1, keep_index, False)
+    out = model(video, mask, return_attention=True)
+    _, _, ref_attention = reference_forward(model.state_dict(), video, heads=4, pool_heads=3, depth=2, patch=14,
+                                            keep_index=keep_index, return_attention=True)
+    assert out.attention.shape == (2, 10)
+    torch.testing.assert_close(out.attention.double(), ref_attention, rtol=1e-5, atol=1e-6)
+
+
+def test_pooling_head_returns_weights_over_all_keys():
+    model = tiny()
+    tokens = torch.randn(2, 7, 48)
+    pooled, weights = model.clip_projector(tokens, return_weights=True)
+    torch.testing.assert_close(pooled, model.clip_projector(tokens))
+    assert weights.shape == (2, 7)
+    torch.testing.assert_close(weights.sum(1), torch.ones(2))
+
+
+def test_attention_needs_a_pooling_head():
+    model = tiny(pool_head=False)
+    with pytest.raises(ValueError, match="return_attention needs the attention-pooling head"):
+        model(torch.randn(1, 3, 4, 42, 42), return_attention=True)

@@ -44,14 +44,14 @@ def variants():
         common = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_D": 256, "DOT_PRECISION": prec}
         warps = contrastive._num_warps(64, 256)
         yield contrastive._row_stats_kernel, {
-            "x_ptr": f"*{dt}", "y_ptr": f"*{dt}", "inv_temp_ptr": "*fp32", "max_ptr": "*fp32", "logsum_ptr": "*fp32",
-            "pos_ptr": "*fp32", "n_x": "i32", "n_y": "i32", "dim": "i32", "stride_x": "i32", "stride_y": "i32",
-            "offset": "i32"}, common, warps
+            "x_ptr": f"*{dt}", "y_ptr": f"*{dt}", "x_label_ptr": "*i64", "y_label_ptr": "*i64", "inv_temp_ptr": "*fp32",
+            "max_ptr": "*fp32", "logsum_ptr": "*fp32", "pos_ptr": "*fp32", "n_x": "i32", "n_y": "i32", "dim": "i32",
+            "stride_x": "i32", "stride_y": "i32"}, common, warps
         yield contrastive._grad_rows_kernel, {
             "x_ptr": f"*{dt}", "y_ptr": f"*{dt}", "x_max_ptr": "*fp32", "x_logsum_ptr": "*fp32", "y_max_ptr": "*fp32",
-            "y_logsum_ptr": "*fp32", "inv_temp_ptr": "*fp32", "coef_ptr": "*fp32", "out_ptr": "*fp32", "n_x": "i32",
-            "n_y": "i32", "dim": "i32", "stride_x": "i32", "stride_y": "i32", "stride_out": "i32",
-            "offset": "i32"}, common, warps
+            "y_logsum_ptr": "*fp32", "x_label_ptr": "*i64", "y_label_ptr": "*i64", "x_inv_count_ptr": "*fp32",
+            "y_inv_count_ptr": "*fp32", "inv_temp_ptr": "*fp32", "coef_ptr": "*fp32", "out_ptr": "*fp32", "n_x": "i32",
+            "n_y": "i32", "dim": "i32", "stride_x": "i32", "stride_y": "i32", "stride_out": "i32"}, common, warps
         blocks = {"BLOCK_N": pool.BLOCK_N, "BLOCK_C": pool.BLOCK_C, "DOT_PRECISION": "ieee"}
         yield pool._ln_pool_kernel, {
             "x_ptr": f"*{dt}", "p_ptr": "*fp32", "mean_ptr": "*fp32", "rstd_ptr": "*fp32", "out_ptr": "*fp32",

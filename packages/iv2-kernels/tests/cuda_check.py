@@ -29,6 +29,8 @@ def main() -> None:
             test_contrastive_loss.check(batch, 64, "triton", None, dtype=dtype, tol=tol * 5, device="cuda")
         test_contrastive_loss.check(200, 64, "triton", None, dtype=dtype, tol=tol * 10, temperature=0.01,
                                     normalise=True, device="cuda")
+        test_contrastive_loss.check(300, 64, "triton", None, dtype=dtype, tol=tol * 5, device="cuda",
+                                    idx=test_contrastive_loss.make_idx(300, 40))
         for case in test_attention_pool.CASES:
             test_attention_pool.check(case, "triton", dtype=dtype, tol=tol * 5, device="cuda")
         print(f"{dtype}: ok")

@@ -1,8 +1,10 @@
 """One rank of the distributed contrastive-loss test (started twice by test_contrastive_distributed.py).
 
-Builds the same global batch on every rank, keeps its own rows, runs ``contrastive_loss(..., group=WORLD)``
-with each backend and saves the loss and the gradients of its local inputs for the test to compare.
-Environment: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT; argv[1] is the output folder.
+Builds the same global batch (and idx) on every rank, keeps its own rows, runs ``contrastive_loss(...,
+group=WORLD)`` with each backend, with and without idx, and saves the loss and the gradients of its local
+inputs and of the temperature for the test to compare. Then a tiny DDP model trained through the loss, to
+record what DDP's gradient averaging makes of those gradients. Environment: RANK, WORLD_SIZE, MASTER_ADDR,
+MASTER_PORT; argv[1] is the output folder.
 """
 
 from __future__ import annotations
@@ -17,13 +19,29 @@ import torch.distributed as dist
 
 from iv2_kernels import contrastive_loss
 
-GLOBAL_BATCH, DIM, TEMPERATURE = 26, 12, 0.2
+GLOBAL_BATCH, DIM, TEMPERATURE, EMBED = 26, 12, 0.2, 6
 
 
-def global_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+def global_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(GLOBAL_BATCH, DIM, generator=gen)
-    return a, a + torch.randn(GLOBAL_BATCH, DIM, generator=gen)
+    b = a + torch.randn(GLOBAL_BATCH, DIM, generator=gen)
+    idx = torch.randint(0, 9, (GLOBAL_BATCH,), generator=gen)  # repeats within and across the ranks' halves
+    return a, b, idx
+
+
+class TinyContrastive(torch.nn.Module):
+    """A shared linear encoder for both sides and a learnable temperature; forward returns the global loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.encoder = torch.nn.Linear(DIM, EMBED)
+        self.temperature = torch.nn.Parameter(torch.tensor(TEMPERATURE))
+
+    def forward(self, a, b, idx):
+        return contrastive_loss(self.encoder(a), self.encoder(b), self.temperature, idx=idx, backend="torch",
+                                group=dist.group.WORLD)
 
 
 def main() -> None:
@@ -32,22 +50,33 @@ def main() -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     local = GLOBAL_BATCH // world
-    a, b = global_inputs()
+    rows = slice(rank * local, (rank + 1) * local)
+    a, b, idx = global_inputs()
     results = {}
     for backend, block in (("torch", 4), ("triton", 16)):
-        a_local = a[rank * local:(rank + 1) * local].clone().requires_grad_()
-        b_local = b[rank * local:(rank + 1) * local].clone().requires_grad_()
-        temperature = torch.tensor(TEMPERATURE, requires_grad=True)
-        loss = contrastive_loss(a_local, b_local, temperature, backend=backend, group=dist.group.WORLD,
-                                block_size=block)
-        loss.backward()
-        results[backend] = {"loss": loss.detach(), "a": a_local.grad, "b": b_local.grad,
-                            "temperature": temperature.grad}
-    try:  # unequal local batches are refused on every rank
-        contrastive_loss(torch.randn(3 + rank, DIM), torch.randn(3 + rank, DIM), 0.1, group=dist.group.WORLD)
-        results["uneven_error"] = ""
-    except ValueError as error:
-        results["uneven_error"] = str(error)
+        for with_idx in (False, True):
+            a_local = a[rows].clone().requires_grad_()
+            b_local = b[rows].clone().requires_grad_()
+            temperature = torch.tensor(TEMPERATURE, requires_grad=True)
+            loss = contrastive_loss(a_local, b_local, temperature, idx=idx[rows] if with_idx else None,
+                                    backend=backend, group=dist.group.WORLD, block_size=block)
+            loss.backward()
+            results[backend, with_idx] = {"loss": loss.detach(), "a": a_local.grad, "b": b_local.grad,
+                                          "temperature": temperature.grad}
+
+    # DDP averages parameter gradients over the ranks: see what that gives for a shared encoder and temperature
+    model = torch.nn.parallel.DistributedDataParallel(TinyContrastive())
+    model(a[rows], b[rows], idx[rows]).backward()
+    results["ddp"] = {name: p.grad for name, p in model.module.named_parameters()}
+
+    for name, kwargs in (("uneven_error", {"a": torch.randn(3 + rank, DIM)}),
+                         ("idx_on_one_rank_error", {"idx": torch.arange(4) if rank == 0 else None})):
+        a_bad = kwargs.get("a", torch.randn(4, DIM))
+        try:
+            contrastive_loss(a_bad, a_bad.clone(), 0.1, idx=kwargs.get("idx"), group=dist.group.WORLD)
+            results[name] = ""
+        except ValueError as error:
+            results[name] = str(error)
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 

@@ -1,11 +1,12 @@
-"""attention_pool against a float64 attention-pooling head written out here (einsum + softmax)."""
+"""attention_pool against a float64 attention-pooling head written out here (einsum + softmax), output and
+head-averaged attention weights, forward and backward."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from iv2_kernels import attention_pool
+from iv2_kernels import AttentionPoolParams, attention_pool
 
 NAMES = ("q_weight", "q_bias", "k_weight", "k_bias", "v_weight", "v_bias", "proj_weight", "proj_bias")
 
@@ -26,12 +27,16 @@ def make_params(channels, inner, out_dim, with_bias=True, seed=0):
     return params
 
 
-def call(x, num_heads, params, backend, eps=1e-5):
+def bundle(num_heads, params, eps=1e-5):
     norms = [(params[f"{n}.weight"], params[f"{n}.bias"]) for n in ("norm_q", "norm_k", "norm_v")]
-    return attention_pool(x, num_heads, *norms, *(params[n] for n in NAMES), eps=eps, backend=backend)
+    return AttentionPoolParams(num_heads, *norms, *(params[n] for n in NAMES), eps=eps)
 
 
-def float64_attention_pool(x, num_heads, p, eps=1e-5):
+def call(x, num_heads, params, backend, eps=1e-5, return_weights=False):
+    return attention_pool(x, bundle(num_heads, params, eps), backend=backend, return_weights=return_weights)
+
+
+def float64_attention_pool(x, num_heads, p, eps=1e-5, return_weights=False):
     def layer_norm(t, name):
         mean = t.mean(-1, keepdim=True)
         var = ((t - mean) ** 2).mean(-1, keepdim=True)
@@ -51,7 +56,8 @@ def float64_attention_pool(x, num_heads, p, eps=1e-5):
     v = v.view(b, n, num_heads, head_dim)
     attn = torch.softmax(torch.einsum("bhd,bnhd->bhn", q, k) / head_dim**0.5, dim=-1)
     pooled = torch.einsum("bhn,bnhd->bhd", attn, v).reshape(b, -1)
-    return linear(pooled, "proj")
+    out = linear(pooled, "proj")
+    return (out, attn.mean(1)) if return_weights else out
 
 
 CASES = [  # (batch, tokens, channels, heads, inner, out_dim, q/k/v biases)
@@ -137,3 +143,52 @@ def test_bad_input_raises_value_error(backend):
         call(x.half(), 2, params, backend)
     with pytest.raises(ValueError, match="proj_bias is torch.float64 but x is torch.float32"):
         call(x, 2, {**params, "proj_bias": params["proj_bias"].double()}, backend)
+
+
+@pytest.mark.parametrize("case", CASES[:4], ids=lambda c: "B{}N{}C{}H{}".format(*c[:4]))
+def test_attention_weights_match_float64(case, backend):
+    """The head-averaged softmax over keys, in value and gradient (the weights feed a loss here), and the
+    pooled output unchanged when the weights are asked for."""
+    b, n, c, heads, inner, out_dim, with_bias = case
+    params = {k: (v.float().double() if v is not None else None) for k, v in make_params(c, inner, out_dim,
+                                                                                             with_bias).items()}
+    x = (0.5 + 2 * torch.randn(b, n, c, generator=torch.Generator().manual_seed(2), dtype=torch.float64)).float()
+    gen = torch.Generator().manual_seed(3)
+    grad_out = torch.randn(b, out_dim, generator=gen, dtype=torch.float64)
+    grad_w = torch.randn(b, n, generator=gen, dtype=torch.float64)
+    names = [k for k, v in params.items() if v is not None]
+
+    ref_params = {k: (v.clone().requires_grad_() if v is not None else None) for k, v in params.items()}
+    x_ref = x.double().requires_grad_()
+    y_ref, w_ref = float64_attention_pool(x_ref, heads, ref_params, return_weights=True)
+    grads_ref = torch.autograd.grad((y_ref * grad_out).sum() + (w_ref * grad_w).sum(),
+                                    [x_ref] + [ref_params[k] for k in names])
+
+    ours = {k: (v.float().requires_grad_() if v is not None else None) for k, v in params.items()}
+    x_ours = x.clone().requires_grad_()
+    y, weights = call(x_ours, heads, ours, backend, return_weights=True)
+    assert weights.shape == (b, n) and weights.dtype == torch.float32
+    torch.testing.assert_close(weights.sum(1), torch.ones(b), rtol=0, atol=1e-6)
+    torch.testing.assert_close(weights.double(), w_ref.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(y.double(), y_ref.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, call(x, heads, {k: (v.detach() if v is not None else None)
+                                                  for k, v in ours.items()}, backend), rtol=1e-6, atol=1e-6)
+    grads = torch.autograd.grad((y.double() * grad_out).sum() + (weights.double() * grad_w).sum(),
+                                [x_ours] + [ours[k] for k in names], allow_unused=True)
+    for name, got, want in zip(["x", *names], grads, grads_ref):
+        assert got is not None, f"no gradient for {name}"
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5 * max(want.abs().max().item(), 1.0),
+                                   msg=name)
+
+
+def test_params_may_be_an_object_providing_the_bundle(backend):
+    params = {k: (v.float() if v is not None else None) for k, v in make_params(16, 16, 4).items()}
+
+    class Head:  # e.g. the encoder's pooling head module
+        def attention_pool_params(self):
+            return bundle(2, params)
+
+    x = torch.randn(2, 5, 16)
+    torch.testing.assert_close(attention_pool(x, Head(), backend=backend), call(x, 2, params, backend))
+    with pytest.raises(TypeError, match="AttentionPoolParams"):
+        attention_pool(x, (2, params), backend=backend)

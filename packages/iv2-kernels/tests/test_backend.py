@@ -42,7 +42,7 @@ def test_env_var_sets_the_default(monkeypatch, reload_backend):
     module = importlib.import_module("iv2_kernels.contrastive_loss")  # the package attribute is the function
     monkeypatch.setattr(module._ContrastiveLoss, "apply", spy)
     iv2_kernels.contrastive_loss(torch.randn(3, 4), torch.randn(3, 4), 0.5)
-    assert calls and calls[0][3] == "triton"
+    assert calls and calls[0][4] == "triton"  # apply(a, b, temperature, idx, backend, ...)
 
 
 def test_bad_env_var_fails_at_import(monkeypatch, reload_backend):

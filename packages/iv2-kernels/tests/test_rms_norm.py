@@ -1,11 +1,11 @@
-"""rms_norm against a float64 RMSNorm written out here, forward and backward, both backends."""
+"""rms_norm and add_rms_norm against a float64 RMSNorm written out here, forward and backward, both backends."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from iv2_kernels import rms_norm
+from iv2_kernels import add_rms_norm, rms_norm
 
 SHAPES = [(1, 8), (7, 96), (3, 5, 1408), (2, 3200)]
 
@@ -36,14 +36,14 @@ def run_case(shape, with_residual, dtype, backend, tol, eps=1e-6, seed=0, device
 
     ours = [t.detach().to(device, dtype).requires_grad_() for t in leaves]
     grad_y, grad_sum = grad_y.to(device), grad_sum.to(device)
-    out = rms_norm(ours[0], ours[1], eps, residual=ours[2] if with_residual else None, backend=backend)
     if with_residual:
-        y, summed = out
+        y, summed = add_rms_norm(ours[0], ours[2], ours[1], eps, backend=backend)
         assert summed.dtype == dtype and summed.shape == shape
         assert_close(summed, sum_ref.detach(), tol)
         objective = (y * grad_y.to(y.dtype)).sum() + (summed * grad_sum.to(dtype)).sum()
     else:
-        y = out
+        y = rms_norm(ours[0], ours[1], eps, backend=backend)
+        assert isinstance(y, torch.Tensor)
         objective = (y * grad_y.to(y.dtype)).sum()
     assert y.shape == shape and y.dtype == dtype
     assert_close(y, y_ref.detach(), tol)
@@ -87,7 +87,7 @@ def test_mixed_residual_dtype_promotes_like_the_reference(backend):
     x = torch.randn(5, 48).half().requires_grad_()
     residual = torch.randn(5, 48).requires_grad_()
     weight = torch.rand(48) + 0.5
-    y, summed = rms_norm(x, weight, residual=residual, backend=backend)
+    y, summed = add_rms_norm(x, residual, weight, backend=backend)
     assert y.dtype == summed.dtype == torch.float32
     y_ref, sum_ref = float64_rms_norm(x.double(), weight.double(), 1e-6, residual.double())
     assert_close(summed, sum_ref, 1e-6)
@@ -109,7 +109,7 @@ def test_non_contiguous_and_empty_inputs(backend):
 
 def test_backends_agree_without_autograd(backend):
     x, residual, weight = torch.randn(3, 64), torch.randn(3, 64), torch.randn(64)
-    y, summed = rms_norm(x, weight, 1e-5, residual=residual, backend=backend)
+    y, summed = add_rms_norm(x, residual, weight, 1e-5, backend=backend)
     assert torch.equal(summed, x + residual)
     assert_close(y, float64_rms_norm(x.double(), weight.double(), 1e-5, residual.double())[0], 1e-5)
 
@@ -129,4 +129,16 @@ def test_backends_agree_without_autograd(backend):
 )
 def test_bad_input_raises_value_error(x, weight, residual, match, backend):
     with pytest.raises(ValueError, match=match):
-        rms_norm(x, weight, residual=residual, backend=backend)
+        if residual is None:
+            rms_norm(x, weight, backend=backend)
+        else:
+            add_rms_norm(x, residual, weight, backend=backend)
+
+
+def test_return_types_are_fixed(backend):
+    x, residual, weight = torch.randn(3, 16), torch.randn(3, 16), torch.randn(16)
+    assert isinstance(rms_norm(x, weight, backend=backend), torch.Tensor)
+    out = add_rms_norm(x, residual, weight, backend=backend)
+    assert isinstance(out, tuple) and len(out) == 2
+    with pytest.raises(TypeError):
+        rms_norm(x, weight, residual=residual, backend=backend)  # the fused add is its own op now

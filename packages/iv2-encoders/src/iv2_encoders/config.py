@@ -1,10 +1,17 @@
-"""Encoder configuration and the table of named sizes (the official InternVideo2 vision towers)."""
+"""Encoder configuration, the table of named sizes (the official InternVideo2 vision towers) and the
+configuration of a weight file (:class:`PretrainedCfg`)."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
+
+# ImageNet statistics, what every official InternVideo2 pipeline normalises with (REFERENCE d, n). The same
+# numbers as iv2_data.transforms (a test holds them equal); not imported from there because importing iv2_data
+# loads its decoders, which `import iv2_encoders` should not pay for.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -42,6 +49,10 @@ class VideoEncoderConfig:
     # stage-1/2 checkpoints) or "bare" (``blocks.N.ls1``, the InternVideo2-Chat vision tower). Only the key
     # names differ; ``load_checkpoint`` reads either layout into either model.
     layerscale_keys: str = "gamma"
+    # Off (default): a clip must have the built frame count (or T = 1, an image) and size. On: other frame
+    # counts and sizes interpolate the position table at run time (linear in time, bicubic in space, class row
+    # kept), as the InternVideo2-Chat vision tower does; images at another size resample the image table.
+    interpolate_pos_embed_at_runtime: bool = False
     drop_path_rate: float = 0.0
     grad_checkpointing: bool = False
     # "sdpa" (default, torch.nn.functional.scaled_dot_product_attention) or "flash" (the `flash` extra).
@@ -111,3 +122,91 @@ MODEL_CONFIGS: dict[str, VideoEncoderConfig] = {
     "internvideo2-1b": _size(1408, 40, 16, 48 / 11),
     "internvideo2-6b": _size(3200, 48, 25, 4.0),
 }
+
+
+RESIZE_RULES = ("center_crop", "squash")
+SAMPLING_RULES = ("middle", "get_index", "random")
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One released file on the Hugging Face Hub. ``prefix``: where the vision tower's keys sit in it (e.g.
+    ``"vision_encoder."``); None = found by its ``patch_embed.proj.weight`` key. A ``*.safetensors.index.json``
+    filename is a sharded checkpoint: only the shards holding keys under ``prefix`` are fetched."""
+
+    repo_id: str
+    filename: str
+    prefix: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://huggingface.co/{self.repo_id}/blob/main/{self.filename}"
+
+
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """What a weight file needs besides the architecture: where it comes from and how its inputs were made.
+
+    ``model.pretrained_cfg`` carries one (a plain architecture gets the ImageNet defaults below). Fields:
+
+    - ``architecture`` / ``tag``: e.g. ``"internvideo2-1b"`` / ``"stage2-f4"`` (``name`` joins them);
+    - ``hub_files``: the released file(s), base first; later files overlay the earlier ones (e.g. the CLIP
+      model's trained pooling head over the stage-2 tower);
+    - ``checkpoint_num_frames``: the frame count the file's position table was trained with (the official
+      ``origin_num_frames``; the loader interpolates from it to the model's frame count);
+    - ``config``: the architecture changes the file needs (``num_frames``, ``sep_image_video_pos_embed``, the
+      chat tower's ``depth``/``pool_head``/``layerscale_keys``/runtime interpolation ...);
+    - preprocessing of the official evaluation: ``num_frames`` and ``img_size`` of a clip, ``mean``/``std``,
+      ``resize`` (``"center_crop"``: short side to ``img_size`` then a centre crop; ``"squash"``: the whole
+      frame resized to a square), ``interpolation`` and the frame ``sampling`` rule of ``iv2_data``.
+    """
+
+    architecture: str | None = None
+    tag: str | None = None
+    hub_files: tuple[HubFile, ...] = ()
+    checkpoint_num_frames: int | None = None
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    num_frames: int = 8
+    img_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize: str = "center_crop"
+    interpolation: str = "bicubic"
+    sampling: str = "middle"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_RULES:
+            raise ValueError(f"PretrainedCfg.resize must be one of {RESIZE_RULES}, got {self.resize!r}")
+        if self.sampling not in SAMPLING_RULES:
+            raise ValueError(f"PretrainedCfg.sampling must be one of {SAMPLING_RULES}, got {self.sampling!r}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"PretrainedCfg.mean/std need 3 values, got {self.mean} / {self.std}")
+
+    @property
+    def name(self) -> str | None:
+        if self.architecture is None:
+            return None
+        return f"{self.architecture}.{self.tag}" if self.tag else self.architecture
+
+    def replace(self, **changes: Any) -> PretrainedCfg:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["hub_files"] = [dataclasses.asdict(f) for f in self.hub_files]
+        out["mean"], out["std"] = list(self.mean), list(self.std)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PretrainedCfg:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown PretrainedCfg field(s) {unknown}; known: {sorted(known)}")
+        data = dict(data)
+        data["hub_files"] = tuple(HubFile(**f) for f in data.get("hub_files", ()))
+        for key in ("mean", "std"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)

@@ -18,6 +18,8 @@ from pathlib import Path, PurePath
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .config import IMAGENET_MEAN, IMAGENET_STD
+
 VIDEO_EXTENSIONS = frozenset(
     [".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".wmv", ".mpg", ".mpeg", ".ts", ".3gp", ".ogv", ".gif"]
 )
@@ -64,6 +66,24 @@ class ClipSpec:
     window: int | None = None  # frames per sliding window (None: one clip per video)
     stride: int | None = None
     window_chunk: int = 32  # windows decoded per read, to bound memory on long videos
+    # preprocessing of the model's weights (``model.pretrained_cfg``): normalisation, resize rule, sampling
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize: str = "center_crop"  # or "squash" (the whole frame resized to a square)
+    sampling: str = "middle"
+
+    @classmethod
+    def for_model(cls, model: torch.nn.Module, **fields) -> ClipSpec:
+        """The clip spec ``model.pretrained_cfg`` asks for (``fields`` override it)."""
+        pcfg = model.pretrained_cfg
+        return cls(**{"num_frames": pcfg.num_frames, "size": pcfg.img_size, "mean": pcfg.mean, "std": pcfg.std,
+                      "resize": pcfg.resize, "sampling": pcfg.sampling, **fields})
+
+    def transform(self):
+        from iv2_data.transforms import CenterCropTransform, ResizeTransform
+
+        kind = ResizeTransform if self.resize == "squash" else CenterCropTransform
+        return kind(self.size, mean=tuple(self.mean), std=tuple(self.std))
 
 
 def window_starts(num_video_frames: int, window: int, stride: int) -> list[int]:
@@ -75,21 +95,21 @@ def window_starts(num_video_frames: int, window: int, stride: int) -> list[int]:
 
 def load_video(path: Path, spec: ClipSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(clips (W, 3, T, S, S), window_frames (W, 2) or None)``: one clip, or one per sliding window."""
-    from iv2_data.transforms import CenterCropTransform
     from iv2_data.video import probe_video, read_clip, read_frames, sample_frame_indices
 
+    transform = spec.transform()
     if spec.window is None:
-        return read_clip(path, spec.num_frames, spec.size, sampling="middle", threads=1)[None], None
+        return read_clip(path, spec.num_frames, spec.size, sampling=spec.sampling, transform=transform,
+                         threads=1)[None], None
     total = probe_video(path).num_frames
     starts = window_starts(total, spec.window, spec.stride or spec.window)
-    transform = CenterCropTransform(spec.size)
     clips, spans = [], []
     for c in range(0, len(starts), spec.window_chunk):
         chunk = starts[c:c + spec.window_chunk]
         indices = []
         for s in chunk:
             length = min(spec.window, total - s)
-            indices += [s + i for i in sample_frame_indices(length, spec.num_frames, "middle")]
+            indices += [s + i for i in sample_frame_indices(length, spec.num_frames, spec.sampling)]
             spans.append((s, s + length))
         frames = read_frames(path, indices=indices, threads=1)
         for j in range(len(chunk)):
@@ -338,8 +358,8 @@ def main_extract(args) -> int:
         overrides["attn_impl"] = args.attn_impl
     model = create_model(args.model, pretrained=args.checkpoint, checkpoint_num_frames=args.checkpoint_frames,
                          **overrides)
-    spec = ClipSpec(num_frames=args.num_frames, size=model.cfg.img_size, window=args.window,
-                    stride=args.stride or args.window)
+    spec = ClipSpec.for_model(model, num_frames=args.num_frames, size=model.cfg.img_size, window=args.window,
+                              stride=args.stride or args.window)
     summary = extract(
         model, args.inputs, args.output, spec=spec, batch_size=args.batch_size, num_workers=args.workers,
         device=device, dtype=dtype, save_tokens=args.tokens,

@@ -26,21 +26,24 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from iv2_kernels import attention_pool, rms_norm
+from iv2_kernels import AttentionPoolParams, add_rms_norm, attention_pool, rms_norm
 
-from .config import VideoEncoderConfig
-from .pos_embed import sincos_3d
+from .config import PretrainedCfg, VideoEncoderConfig
+from .pos_embed import interpolate_pos_embed, sincos_3d
 
 
 @dataclass
 class EncoderOutput:
     """``tokens``: (B, 1 + N_kept, D) final hidden state, class token first. ``pooled``: (B, clip_embed_dim)
     attention-pooled feature (None without a pooling head). ``hidden_states``: the residual stream after each
-    requested block, in ascending block order (empty unless asked for)."""
+    requested block, in ascending block order (empty unless asked for). ``attention``: (B, N_kept) the pooling
+    head's attention over the patch tokens — softmax over keys averaged over heads, class key dropped (official
+    stage-1 saliency; rows sum to 1 minus the class token's share), None unless asked for."""
 
     tokens: torch.Tensor
     pooled: torch.Tensor | None
     hidden_states: list[torch.Tensor]
+    attention: torch.Tensor | None = None
 
 
 class RMSNorm(nn.Module):
@@ -53,7 +56,10 @@ class RMSNorm(nn.Module):
         self.backend = backend
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
-        return rms_norm(x, self.weight, self.eps, residual=residual, backend=self.backend)
+        """``rms_norm(x)``, or with ``residual`` the pair ``(rms_norm(x + residual), x + residual)``."""
+        if residual is None:
+            return rms_norm(x, self.weight, self.eps, backend=self.backend)
+        return add_rms_norm(x, residual, self.weight, self.eps, backend=self.backend)
 
 
 class LayerScale(nn.Module):
@@ -206,15 +212,22 @@ class AttentionPoolingHead(nn.Module):
         self.cross_attn = CrossAttention(dim, cfg.clip_embed_dim)
         self.backend = cfg.kernel_backend
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def attention_pool_params(self) -> AttentionPoolParams:
+        """This head's parameters as the bundle ``iv2_kernels.attention_pool`` takes."""
         a = self.cross_attn
-        return attention_pool(
-            x, self.num_heads,
+        return AttentionPoolParams(
+            self.num_heads,
             (self.norm1_q.weight, self.norm1_q.bias), (self.norm1_k.weight, self.norm1_k.bias),
             (self.norm1_v.weight, self.norm1_v.bias),
             a.q.weight, a.q_bias, a.k.weight, a.k_bias, a.v.weight, a.v_bias, a.proj.weight, a.proj.bias,
-            eps=self.eps, backend=self.backend,
+            eps=self.eps,
         )
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``(B, N, C) -> (B, clip_embed_dim)``; with ``return_weights`` also ``(B, N)``: the softmax over all N
+        keys (class token included) averaged over heads, as the official ``return_attn`` gives it."""
+        return attention_pool(x, self, backend=self.backend, return_weights=return_weights)
 
 
 _GAMMA_KEY = re.compile(r"^(blocks\.\d+\.ls[12])\.gamma$")
@@ -248,6 +261,11 @@ class VideoEncoder(nn.Module):
 
     ``T == 1`` is an image: it uses ``img_pos_embed`` when the model has one (official
     ``sep_image_video_pos_embed``) and otherwise the class row plus the time-average of the video table.
+    With ``cfg.interpolate_pos_embed_at_runtime`` other frame counts and sizes are accepted and the position
+    table is interpolated to them at every forward (the InternVideo2-Chat tower's behaviour).
+
+    ``pretrained_cfg``: the weight file's :class:`PretrainedCfg` (source, preprocessing); ImageNet defaults
+    until :func:`create_model` sets it.
     """
 
     def __init__(self, cfg: VideoEncoderConfig) -> None:
@@ -266,6 +284,7 @@ class VideoEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, rates[i]) for i in range(cfg.depth))
         self.clip_projector = AttentionPoolingHead(cfg) if cfg.pool_head else None
         self.grad_checkpointing = cfg.grad_checkpointing
+        self.pretrained_cfg = PretrainedCfg(num_frames=cfg.num_frames, img_size=cfg.img_size)
         if cfg.layerscale_keys == "bare" and cfg.init_values:
             # The chat tower's layout: the modules stay the same, only the state-dict names change.
             self.register_state_dict_post_hook(_bare_layerscale_keys)
@@ -294,15 +313,6 @@ class VideoEncoder(nn.Module):
             blk.attn.proj.weight.div_(math.sqrt(2.0 * (i + 1)))
             blk.mlp.fc2.weight.div_(math.sqrt(2.0 * (i + 1)))
 
-    def add_image_pos_embed(self) -> None:
-        """Give the model a learnable image position embedding (used when a checkpoint carries one)."""
-        if self.img_pos_embed is None:
-            side = self.cfg.grid_size[1]
-            ref = self.pos_embed
-            table = sincos_3d(self.cfg.embed_dim, side, 1)[None].to(ref.device, ref.dtype)
-            self.img_pos_embed = nn.Parameter(table)
-            self.cfg = self.cfg.replace(sep_image_video_pos_embed=True)
-
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
@@ -314,30 +324,54 @@ class VideoEncoder(nn.Module):
         return self.cfg.num_frames
 
     # --------------------------------------------------------------- forward
-    def _position_embedding(self, frames: int) -> torch.Tensor:
+    def _position_embedding(self, frames: int, height: int, width: int) -> torch.Tensor:
+        """The position table for a clip of ``frames`` frames of ``height x width`` (checked by :meth:`embed`)."""
         t, h, w = self.cfg.grid_size
-        if frames == self.cfg.num_frames:
-            return self.pos_embed
-        if frames == self.cfg.tubelet_size:  # an image (T == 1 with the official tubelet 1)
+        p = self.cfg.patch_size
+        if frames == self.cfg.tubelet_size and frames != self.cfg.num_frames:  # an image (T == 1, tubelet 1)
             if self.img_pos_embed is not None:
-                return self.img_pos_embed
-            video = self.pos_embed[:, 1:].reshape(1, t, h * w, -1).mean(dim=1)
-            return torch.cat([self.pos_embed[:, :1], video], dim=1)
-        raise ValueError(
-            f"the encoder was built for {self.cfg.num_frames} frames (or 1 for images), got {frames}; "
-            f"build it with num_frames={frames} (load_checkpoint interpolates the position embedding)"
-        )
+                table = self.img_pos_embed
+            else:
+                video = self.pos_embed[:, 1:].reshape(1, t, h * w, -1).mean(dim=1)
+                table = torch.cat([self.pos_embed[:, :1], video], dim=1)
+            built = (1, h, w)
+        else:
+            table, built = self.pos_embed, (t, h, w)
+        wanted = (frames // self.cfg.tubelet_size, height // p, width // p)
+        if wanted == built:
+            return table
+        # run-time interpolation (reached only with cfg.interpolate_pos_embed_at_runtime): linear in time,
+        # bicubic in space, class row kept, as the official chat tower's expand_pos_embed; differentiable
+        return interpolate_pos_embed(table, built, wanted)
+
+    def _check_input(self, video: torch.Tensor) -> None:
+        cfg = self.cfg
+        if video.ndim != 5 or video.shape[1] != cfg.in_chans:
+            raise ValueError(f"video must be (B, {cfg.in_chans}, T, H, W), got {tuple(video.shape)}")
+        frames, height, width = video.shape[2:]
+        if cfg.interpolate_pos_embed_at_runtime:
+            if height % cfg.patch_size or width % cfg.patch_size or not height or not width:
+                raise ValueError(f"frames of {height}x{width} are not a (non-zero) multiple of the patch size "
+                                 f"{cfg.patch_size}")
+            if frames % cfg.tubelet_size or not frames:
+                raise ValueError(f"{frames} frames is not a (non-zero) multiple of tubelet_size {cfg.tubelet_size}")
+            return
+        if (height, width) != (cfg.img_size, cfg.img_size):
+            raise ValueError(
+                f"the encoder was built for {cfg.img_size}x{cfg.img_size} frames, got {height}x{width}; build it "
+                f"with img_size={width}, or with interpolate_pos_embed_at_runtime=True to accept other sizes"
+            )
+        if frames not in (cfg.num_frames, cfg.tubelet_size):
+            raise ValueError(
+                f"the encoder was built for {cfg.num_frames} frames (or 1 for images), got {frames}; build it "
+                f"with num_frames={frames} (load_checkpoint interpolates the position embedding), or with "
+                "interpolate_pos_embed_at_runtime=True to accept other frame counts"
+            )
 
     def embed(self, video: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Patch embedding + class token + position embedding, then drop the masked tokens."""
-        if video.ndim != 5 or video.shape[1] != self.cfg.in_chans:
-            raise ValueError(f"video must be (B, {self.cfg.in_chans}, T, H, W), got {tuple(video.shape)}")
-        if video.shape[-2:] != (self.cfg.img_size, self.cfg.img_size):
-            raise ValueError(
-                f"the encoder was built for {self.cfg.img_size}x{self.cfg.img_size} frames, got "
-                f"{video.shape[-2]}x{video.shape[-1]}; build it with img_size={video.shape[-1]}"
-            )
-        pos = self._position_embedding(video.shape[2])
+        self._check_input(video)
+        pos = self._position_embedding(*video.shape[2:])
         x = self.patch_embed(video.to(self.patch_embed.proj.weight.dtype))
         b, n, c = x.shape
         x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1) + pos
@@ -357,9 +391,14 @@ class VideoEncoder(nn.Module):
         mask: torch.Tensor | None = None,
         *,
         return_hidden_states: bool | Sequence[int] = False,
+        return_attention: bool = False,
     ) -> EncoderOutput:
         """Encode a clip. ``return_hidden_states``: True for every block, or block indices (negative
-        counts from the end) whose output residual stream is returned in ``hidden_states``."""
+        counts from the end) whose output residual stream is returned in ``hidden_states``.
+        ``return_attention``: also the pooling head's attention over the patch tokens (``attention``)."""
+        if return_attention and self.clip_projector is None:
+            raise ValueError("return_attention needs the attention-pooling head; this encoder was built with "
+                             "pool_head=False")
         wanted = self._wanted_layers(return_hidden_states)
         branch, residual = self.embed(video, mask), None
         hidden: list[torch.Tensor] = []
@@ -371,8 +410,13 @@ class VideoEncoder(nn.Module):
             if i in wanted:
                 hidden.append(branch.to(residual.dtype) + residual)
         tokens = branch if residual is None else branch.to(residual.dtype) + residual
-        pooled = self.clip_projector(tokens) if self.clip_projector is not None else None
-        return EncoderOutput(tokens=tokens, pooled=pooled, hidden_states=hidden)
+        pooled = attention = None
+        if return_attention:
+            pooled, weights = self.clip_projector(tokens, return_weights=True)
+            attention = weights[:, 1:]  # the class key dropped, as the official stage-1 masking does
+        elif self.clip_projector is not None:
+            pooled = self.clip_projector(tokens)
+        return EncoderOutput(tokens=tokens, pooled=pooled, hidden_states=hidden, attention=attention)
 
     def _wanted_layers(self, request: bool | Sequence[int]) -> set[int]:
         depth = len(self.blocks)

@@ -20,7 +20,9 @@ loads; only per-token mean and rstd are stored):
 
 The query (mean token), its LayerNorm and projection, the ``(B, H, C)`` folding of ``q`` into ``w_k``, the
 softmax over ``(B, H, N)`` logits, the value/output projections of the ``(B, H, C)`` pooled tokens and every
-parameter gradient are plain torch (small). Memory: ``O(B·N·H + B·H·C)`` saved besides ``x``, instead of the
+parameter gradient are plain torch (small). The softmax probabilities ``p`` are also what
+``return_weights=True`` returns (averaged over heads); their gradient, when used, joins ``∂loss/∂p`` in
+backward. Memory: ``O(B·N·H + B·H·C)`` saved besides ``x``, instead of the
 normalised q/k/v inputs and the ``(B, N, inner)`` keys and values of the reference; FLOPs over the tokens drop
 from ``4·N·C·inner`` to ``≈ 4·N·C·H`` per sample.
 """
@@ -163,7 +165,8 @@ def _block_j(n: int) -> int:
 
 
 class _LayerNormSoftmaxPool(torch.autograd.Function):
-    """``pooled[b, h] = Σ_n softmax_n(x̂[b, n] · w[b, h]) x̂[b, n]`` with ``x̂`` = LayerNorm(x) without affine."""
+    """``pooled[b, h] = Σ_n p[b, h, n] x̂[b, n]`` with ``p[b, h] = softmax_n(x̂[b, n] · w[b, h])`` and ``x̂`` =
+    LayerNorm(x) without affine; returns ``(pooled, p)``, both differentiable."""
 
     @staticmethod
     def forward(ctx, x, w, eps):
@@ -182,22 +185,28 @@ class _LayerNormSoftmaxPool(torch.autograd.Function):
             x, p, mean, rstd, pooled, n, c, heads, BLOCK_N=BLOCK_N, BLOCK_C=BLOCK_C, BLOCK_J=_block_j(heads),
             DOT_PRECISION=prec)
         ctx.save_for_backward(x, w, mean, rstd, p, pooled)
-        return pooled
+        ctx.set_materialize_grads(False)  # an unused output (usually p) gets None, not a tensor of zeros
+        return pooled, p
 
     @staticmethod
-    def backward(ctx, dpooled):
+    def backward(ctx, dpooled, dp_out):
         x, w, mean, rstd, p, pooled = ctx.saved_tensors
         b, n, c = x.shape
         heads = w.shape[1]
         prec = dot_precision(torch.float32)
-        dpooled = dpooled.float().contiguous()
-        # ∂loss/∂p[b, h, n] = dpooled[b, h] · x̂[b, n]
+        dpooled = (torch.zeros_like(pooled) if dpooled is None else dpooled.float()).contiguous()
+        # ∂loss/∂p[b, h, n] = dpooled[b, h] · x̂[b, n] (+ the gradient of the returned p, if it is used)
         dp = torch.empty_like(p)
         _ln_project_kernel[(b, triton.cdiv(n, BLOCK_N))](
             x, dpooled, mean, rstd, dp, n, c, heads, 0.0, COMPUTE_STATS=False, BLOCK_N=BLOCK_N,
             BLOCK_C=BLOCK_C, BLOCK_J=_block_j(heads), DOT_PRECISION=prec)
         # softmax backward; Σ_n p·dp = dpooled · pooled, no pass over the tokens needed
-        dlogits = p * (dp - (dpooled * pooled).sum(-1, keepdim=True))
+        row_dot = (dpooled * pooled).sum(-1, keepdim=True)
+        if dp_out is not None:
+            dp_out = dp_out.float()
+            dp = dp + dp_out
+            row_dot = row_dot + (p * dp_out).sum(-1, keepdim=True)
+        dlogits = p * (dp - row_dot)
         dw = torch.empty_like(w)
         _ln_pool_kernel[(b, triton.cdiv(c, BLOCK_C))](
             x, dlogits, mean, rstd, dw, n, c, heads, BLOCK_N=BLOCK_N, BLOCK_C=BLOCK_C,
@@ -216,46 +225,48 @@ def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.float()
 
 
-def attention_pool_triton(x, num_heads, norm_q, norm_k, norm_v, q_weight, q_bias, k_weight, k_bias,
-                          v_weight, v_bias, proj_weight, proj_bias, eps=1e-5):
+def attention_pool_triton(x: torch.Tensor, params, return_weights: bool = False
+                          ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Same contract as :func:`iv2_kernels.attention_pool.attention_pool_reference`; float32 accumulation.
 
     Under autocast the small torch parts still run in float32 (the kernels need float32 ``w_k``) and the result
-    is returned in the autocast dtype, as the reference's last ``F.linear`` would be.
+    is returned in the autocast dtype, as the reference's last ``F.linear`` would be. The weights are the
+    kernels' own softmax probabilities averaged over heads (float32, or the output dtype if wider).
     """
     device_type = x.device.type
     if torch.is_autocast_enabled(device_type):
         out_dtype = torch.get_autocast_dtype(device_type)
     else:
-        out_dtype = torch.promote_types(x.dtype, proj_weight.dtype)
+        out_dtype = torch.promote_types(x.dtype, params.proj_weight.dtype)
     with torch.autocast(device_type, enabled=False):
-        out = _attention_pool_float32(x, num_heads, norm_q, norm_k, norm_v, q_weight, q_bias, k_weight, k_bias,
-                                      v_weight, v_bias, proj_weight, proj_bias, eps)
+        out, probs = _attention_pool_float32(x, params)
+    if return_weights:
+        return out.to(out_dtype), probs.mean(1).to(torch.promote_types(out_dtype, torch.float32))
     return out.to(out_dtype)
 
 
-def _attention_pool_float32(x, num_heads, norm_q, norm_k, norm_v, q_weight, q_bias, k_weight, k_bias, v_weight,
-                            v_bias, proj_weight, proj_bias, eps):
+def _attention_pool_float32(x, p):
     b, _, c = x.shape
-    inner = q_weight.shape[0]
+    num_heads, eps = p.num_heads, p.eps
+    inner = p.q_weight.shape[0]
     head_dim = inner // num_heads
     query = x.mean(1, dtype=torch.float32)
-    q = F.linear(F.layer_norm(query, (c,), _f32(norm_q[0]), _f32(norm_q[1]), eps), q_weight.float(),
-                 _f32(q_bias))
+    q = F.linear(F.layer_norm(query, (c,), _f32(p.norm_q[0]), _f32(p.norm_q[1]), eps), p.q_weight.float(),
+                 _f32(p.q_bias))
     q = q.view(b, num_heads, head_dim) * head_dim ** -0.5
-    w_k = torch.einsum("bhd,hdc->bhc", q, k_weight.float().view(num_heads, head_dim, c))
-    if norm_k[0] is not None:
-        w_k = w_k * norm_k[0].float()
-    pooled = _LayerNormSoftmaxPool.apply(x.contiguous(), w_k.float().contiguous(), eps)
-    v_in = pooled * norm_v[0].float() if norm_v[0] is not None else pooled
-    if norm_v[1] is not None:
-        v_in = v_in + norm_v[1].float()
-    out = torch.einsum("bhc,hdc->bhd", v_in, v_weight.float().view(num_heads, head_dim, c))
-    if v_bias is not None:
-        out = out + v_bias.float().view(num_heads, head_dim)
-    out = F.linear(out.reshape(b, inner), proj_weight.float(), _f32(proj_bias))
+    w_k = torch.einsum("bhd,hdc->bhc", q, p.k_weight.float().view(num_heads, head_dim, c))
+    if p.norm_k[0] is not None:
+        w_k = w_k * p.norm_k[0].float()
+    pooled, probs = _LayerNormSoftmaxPool.apply(x.contiguous(), w_k.float().contiguous(), eps)
+    v_in = pooled * p.norm_v[0].float() if p.norm_v[0] is not None else pooled
+    if p.norm_v[1] is not None:
+        v_in = v_in + p.norm_v[1].float()
+    out = torch.einsum("bhc,hdc->bhd", v_in, p.v_weight.float().view(num_heads, head_dim, c))
+    if p.v_bias is not None:
+        out = out + p.v_bias.float().view(num_heads, head_dim)
+    out = F.linear(out.reshape(b, inner), p.proj_weight.float(), _f32(p.proj_bias))
     # k_bias and the k-norm bias shift every logit of a head equally: their gradient is exactly zero.
-    for unused in (k_bias, norm_k[1]):
+    for unused in (p.k_bias, p.norm_k[1]):
         if unused is not None and unused.requires_grad:
             out = out + 0.0 * unused.sum()
-    return out
+    return out, probs
