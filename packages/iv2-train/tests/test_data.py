@@ -62,6 +62,11 @@ def test_each_epoch_holds_every_source_as_often_as_its_length_in_a_new_order() -
     for names in epochs:
         assert Counter(names) == {"video": 6, "image": 2}  # exact proportions: len(loader) batches each
     assert len({tuple(names) for names in epochs}) > 1  # shuffled afresh per epoch (true for seed 5)
+    # each source keeps its own batch size (the official configs set one per media type)
+    assert {name: {len(b) for n, b in steps if n == name} for name in ("video", "image")} == {
+        "video": {2},
+        "image": {3},
+    }
     # each source's batches come in its own order, one source per step
     video_alone = iter(sources()["video"])
     assert [batch for name, batch in steps if name == "video"] == [next(video_alone).tolist() for _ in range(18)]
