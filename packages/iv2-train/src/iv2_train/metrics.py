@@ -104,7 +104,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 class Progress:
-    """A progress bar over optimizer steps, shown on rank 0 only: rich, tqdm, or nothing."""
+    """A progress bar over optimizer steps on stderr, shown on rank 0 only: rich, tqdm, or nothing."""
 
     def __init__(self, total: int, initial: int = 0, *, kind: str = "rich", enabled: bool = True) -> None:
         self.kind = kind if enabled else "none"
@@ -112,6 +112,7 @@ class Progress:
         self._task: Any = None
         if self.kind == "rich":
             try:
+                from rich.console import Console
                 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
                 from rich.progress import Progress as RichProgress
             except ImportError:
@@ -124,6 +125,7 @@ class Progress:
                     TimeRemainingColumn(),
                     TextColumn("{task.fields[info]}"),
                     transient=False,
+                    console=Console(stderr=True),  # stdout stays the program's own (as tqdm's bar)
                 )
                 self._task = self._bar.add_task("train", total=total, completed=initial, info="")
                 self._bar.start()
