@@ -97,8 +97,8 @@ _EXPORTS: dict[str, str] = {
     "SingleProcessStrategy": "strategy",
     "StepOutcome": "strategy",
     "Strategy": "strategy",
-    "create_strategy": "strategy",
     "move_to_device": "strategy",
+    "strategy_class": "strategy",
     # the loop
     "NonFiniteLossError": "trainer",
     "TrainResult": "trainer",
@@ -189,7 +189,7 @@ if TYPE_CHECKING:  # what static analysis and IDEs see; the table above is what 
         SingleProcessStrategy,
         StepOutcome,
         Strategy,
-        create_strategy,
         move_to_device,
+        strategy_class,
     )
     from .trainer import NonFiniteLossError, Trainer, TrainResult, split_loss  # noqa: F401

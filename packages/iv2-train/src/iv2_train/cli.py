@@ -100,19 +100,22 @@ def _estimate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if given and len(given) < len(sizes):
         missing = [flag for flag in sizes if flag not in given]
         parser.error(f"estimate: activations need --layers, --hidden and --seq-len; {', '.join(missing)} missing")
+    shape = {
+        "num_layers": args.layers,
+        "hidden_size": args.hidden,
+        "seq_len": args.seq_len,
+        "activation_checkpointing": args.checkpointing,
+    }
     result = estimate_memory(
         int(args.params),
         trainable_params=None if args.trainable is None else int(args.trainable),
         zero_stage=args.zero,
         world_size=args.gpus,
         precision=args.precision,
-        num_layers=args.layers,
-        hidden_size=args.hidden,
-        seq_len=args.seq_len,
         micro_batch_size=args.micro_batch,
         num_heads=args.heads,
         mlp_ratio=args.mlp_ratio,
-        activation_checkpointing=args.checkpointing,
+        **shape,
     )
     print(result.table())
     verdict = "fits" if result.fits(args.gpu_gib) else "does NOT fit"
@@ -129,10 +132,7 @@ def _estimate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             tokens_per_step=args.seq_len * args.micro_batch * args.gpus,
             world_size=args.gpus,
             peak_tflops=args.peak_tflops,
-            num_layers=args.layers,
-            hidden_size=args.hidden,
-            seq_len=args.seq_len,
-            activation_checkpointing=args.checkpointing,
+            **shape,
         )
         print(f"about {timing['seconds_per_step']:.2f} s per step at 40% utilisation")
     return EXIT_OK

@@ -38,8 +38,8 @@ __all__ = [
     "SingleProcessStrategy",
     "StepOutcome",
     "Strategy",
-    "create_strategy",
     "move_to_device",
+    "strategy_class",
 ]
 
 
@@ -400,16 +400,8 @@ def _step_disabled(optimizer: torch.optim.Optimizer) -> Iterator[None]:
 _STRATEGIES: dict[str, type[Strategy]] = {"single": Strategy, "ddp": DDPStrategy, "deepspeed": DeepSpeedStrategy}
 
 
-def create_strategy(
-    name: str,
-    module: nn.Module,
-    param_groups: list[dict[str, Any]],
-    config: TrainConfig,
-    env: DistEnv,
-    *,
-    checkpoint_left_out: set[str] = frozenset(),  # type: ignore[assignment]
-) -> Strategy:
-    """The strategy called ``name`` (``single``, ``ddp``, ``deepspeed``) set up for ``module``."""
+def strategy_class(name: str) -> type[Strategy]:
+    """The strategy called ``name``: ``single``, ``ddp`` or ``deepspeed``."""
     if name not in _STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; known: {', '.join(_STRATEGIES)}")
-    return _STRATEGIES[name](module, param_groups, config, env, checkpoint_left_out=checkpoint_left_out)
+    return _STRATEGIES[name]

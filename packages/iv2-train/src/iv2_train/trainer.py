@@ -45,7 +45,7 @@ from .distributed import (
 from .frozen import left_out_keys
 from .metrics import EVAL_PREFIX, MetricsLogger, Progress, is_eval_record, is_train_record, plot_metrics, read_metrics
 from .optim import build_param_groups, trainable_summary
-from .strategy import StepOutcome, Strategy, create_strategy, move_to_device
+from .strategy import StepOutcome, Strategy, move_to_device, strategy_class
 
 log = logging.getLogger("iv2_train")
 
@@ -164,8 +164,8 @@ class Trainer:
         counts = trainable_summary(model)  # before ZeRO-3 partitions the parameters away
         self.checkpoint_left_out = left_out_keys(model, "checkpoint")
         self.export_left_out = left_out_keys(model, "export")
-        self.strategy: Strategy = create_strategy(
-            strategy, model, param_groups, config, self.env, checkpoint_left_out=self.checkpoint_left_out
+        self.strategy: Strategy = strategy_class(strategy)(
+            model, param_groups, config, self.env, checkpoint_left_out=self.checkpoint_left_out
         )
         if self.env.is_main:
             log.info(
