@@ -168,3 +168,16 @@ def test_tensorboard_is_optional(tmp_path: Path) -> None:
     has_tb = importlib.util.find_spec("tensorboard") is not None
     assert (tmp_path / "tensorboard").exists() == has_tb
     assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 1, "loss": 1.0}]
+
+
+def test_a_second_logger_on_the_same_folder_appends(tmp_path: Path) -> None:
+    # A stage's own evaluation script opening a logger on a run folder wiped the Trainer's rows.
+    trainer_log = MetricsLogger(tmp_path, tensorboard=False, resume_step=0)
+    trainer_log.log(1, {"loss": 1.0})
+    other = MetricsLogger(tmp_path, tensorboard=False)
+    other.log(1, {"eval/acc": 0.5})
+    trainer_log.log(2, {"loss": 0.5})
+    for logger in (trainer_log, other):
+        logger.close()
+    assert read_metrics(tmp_path / "metrics.jsonl") == [
+        {"step": 1, "loss": 1.0}, {"step": 1, "eval/acc": 0.5}, {"step": 2, "loss": 0.5}]  # fmt: skip

@@ -2,10 +2,11 @@
 
 Layout of one checkpoint (``OUTPUT/checkpoints/step_00000100/``)::
 
-    model.safetensors     full model weights (rank 0; plain DDP / single process)
-    trainer.pt            optimizer, scheduler, grad scaler, step, guard counters (rank 0)
+    model.safetensors     model weights minus parts frozen with checkpoint=False (single process / DDP)
+    trainer.pt            optimizer, scheduler, grad scaler, step, guard counters, strategy (rank 0)
     rank_00000.pt ...     per-rank RNG states and data position
-    deepspeed/            DeepSpeed engine checkpoint (model + partitioned optimizer), DeepSpeed runs only
+    deepspeed/            DeepSpeed engine checkpoint (trainable weights + partitioned optimizer), DeepSpeed only
+    frozen.safetensors    DeepSpeed only: the frozen parameters that stay in checkpoints
 
 A checkpoint is written into ``.tmp-step_...`` and renamed when every rank has finished, so a directory
 named ``step_*`` is always complete; a crash mid-write leaves only a ``.tmp-*`` directory, ignored and
