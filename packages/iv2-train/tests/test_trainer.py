@@ -367,6 +367,16 @@ def test_freeze_marks_and_keeps_eval_mode_through_train_calls() -> None:
     # a trainable adapter added inside a frozen part later (LoRA) stays in checkpoints
     model.teacher.adapter = nn.Linear(2, 2)
     assert "teacher.adapter.weight" not in left_out_keys(model, "checkpoint")
+    # copies and pickles of the model keep the pinning
+    import copy
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    for clone in (copy.deepcopy(model), torch.load(buffer, weights_only=False)):
+        clone.train()
+        assert not clone.teacher.training and clone.student.training and clone.teacher.train.module is clone.teacher
     # eval_mode=False leaves train mode alone (a frozen base hosting adapters with dropout)
     base = freeze(nn.Dropout(0.5), eval_mode=False)
     assert base.train().training

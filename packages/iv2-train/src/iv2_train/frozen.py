@@ -16,7 +16,6 @@ LoRA adapters inside must still pass gradients through.
 from __future__ import annotations
 
 import dataclasses
-import types
 from collections.abc import Mapping
 
 import torch
@@ -65,14 +64,22 @@ def freeze(
         module.eval()
         # An instance-level train() shadows nn.Module.train, so the recursive model.train() of the Trainer, of
         # DDP and of the DeepSpeed engine leaves this part (and everything below it) in eval mode.
-        object.__setattr__(module, "train", types.MethodType(_stay_in_eval, module))
+        object.__setattr__(module, "train", _StayInEval(module))
     elif "train" in vars(module):
         object.__delattr__(module, "train")  # a re-freeze with eval_mode=False undoes the earlier pinning
     return module
 
 
-def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
-    return nn.Module.train(self, False)
+class _StayInEval:
+    """The instance-level ``train`` of a frozen module: whatever mode is asked for, the module (and everything
+    below it) goes to eval. A plain object rather than a bound method, so that pickling and deep copies of
+    the model keep it."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, mode: bool = True) -> nn.Module:
+        return nn.Module.train(self.module, False)
 
 
 def frozen_spec(module: nn.Module) -> FrozenSpec | None:
