@@ -16,6 +16,7 @@ LoRA adapters inside must still pass gradients through.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Mapping
 
 import torch
@@ -72,14 +73,25 @@ def freeze(
 
 class _StayInEval:
     """The instance-level ``train`` of a frozen module: whatever mode is asked for, the module (and everything
-    below it) goes to eval. A plain object rather than a bound method, so that pickling and deep copies of
-    the model keep it."""
+    below it) goes to eval. A weak reference, so that the module and this object form no reference cycle
+    (which kept a DDP reducer alive past the process group); rebuilt from the module when the model is pickled
+    or deep-copied (a bound method would pickle as getattr(module, name) and not come back)."""
 
     def __init__(self, module: nn.Module) -> None:
-        self.module = module
+        self._module = weakref.ref(module)
+
+    @property
+    def module(self) -> nn.Module:
+        module = self._module()
+        if module is None:
+            raise ReferenceError("the frozen module is gone")
+        return module
 
     def __call__(self, mode: bool = True) -> nn.Module:
         return nn.Module.train(self.module, False)
+
+    def __reduce__(self) -> tuple[type, tuple[nn.Module]]:
+        return (_StayInEval, (self.module,))
 
 
 def frozen_spec(module: nn.Module) -> FrozenSpec | None:

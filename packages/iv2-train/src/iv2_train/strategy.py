@@ -81,7 +81,7 @@ class Strategy:
         for each micro-batch:
             with strategy.micro_step(last):
                 loss = strategy.forward(strategy.prepare_batch(batch))
-                strategy.backward(loss or strategy.zero_loss(), last)
+                (strategy.backward if finite on every rank else strategy.backward_nonfinite)(loss, last)
         outcome = strategy.step(skip=any_bad_loss)
 
     Attributes: ``module`` (the user's model), ``model`` (what forward runs through: the module, DDP or the
@@ -146,13 +146,14 @@ class Strategy:
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
 
-    def zero_loss(self) -> torch.Tensor:
-        """A loss of exactly 0 that touches every trainable parameter: backpropagated instead of a non-finite
-        loss, it keeps DDP's and ZeRO's gradient hooks and reductions in step on every rank."""
-        return sum((p * 0).sum() for p in self.trainable)  # type: ignore[return-value]
-
     def backward(self, loss: torch.Tensor, last: bool) -> None:
         self.scaler.scale(loss.float() / self.accum).backward()
+
+    def backward_nonfinite(self, loss: torch.Tensor, last: bool) -> None:
+        """The backward of a micro-batch whose loss was non-finite on some rank; the step will be skipped.
+        Every rank still runs one, so that DDP's reductions stay in step (DDP with find_unused_parameters
+        expects the forward's own graph); the gradients are discarded at the boundary."""
+        self.backward(loss, last)
 
     def step(self, skip: bool) -> StepOutcome:
         """End of an accumulation: unscale, clip, then step, or skip (``skip``: a rank saw a bad loss)."""
@@ -284,6 +285,12 @@ class DeepSpeedStrategy(Strategy):
 
     def zero_grad(self) -> None:
         pass  # the engine clears gradients at accumulation boundaries
+
+    def backward_nonfinite(self, loss: torch.Tensor, last: bool) -> None:
+        # Never backpropagate a non-finite loss into ZeRO's gradient buffers: an exact zero built from every
+        # trainable parameter keeps the engine's gradient hooks and reductions in step on every rank.
+        zero = sum((p * 0).sum() for p in self.trainable)
+        self.backward(zero, last)  # type: ignore[arg-type]
 
     def backward(self, loss: torch.Tensor, last: bool) -> None:
         self.engine.backward(loss)  # scales by 1 / gradient_accumulation_steps itself

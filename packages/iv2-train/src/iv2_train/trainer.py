@@ -321,10 +321,10 @@ class Trainer:
                 loss, parts = split_loss(strategy.forward(batch))
                 loss_value = float(loss.detach().float())
                 # One collective, so that every rank takes the same branch: a bad loss anywhere skips the step
-                # everywhere. A non-finite loss is never backpropagated (strategy.zero_loss instead).
+                # everywhere.
                 if any_rank_true(not math.isfinite(loss_value)):
                     any_bad = True
-                    strategy.backward(strategy.zero_loss(), last)
+                    strategy.backward_nonfinite(loss, last)
                     continue
                 strategy.backward(loss, last)
             loss_sum += loss_value / accum
