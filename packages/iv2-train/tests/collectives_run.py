@@ -100,6 +100,29 @@ def checkpoint_failure_on_one_rank(rank: int) -> list[str]:
     return []
 
 
+def meta_loader_uses_rank_0s_order(rank: int) -> list[str]:
+    """Every rank draws the same source at every step: rank 0's shuffle is broadcast. Rank 1 is given other
+    lengths and another seed on purpose: without the broadcast its order would differ."""
+    import torch.distributed as dist
+
+    from iv2_train import MetaLoader, ResumableBatches
+
+    sources = {
+        name: ResumableBatches(list(range(40)), batch_size=2, seed=rank, rank=rank, world_size=2)
+        for name in ("video", "image")
+    }
+    lengths = {"video": 3, "image": 5} if rank == 0 else {"video": 6, "image": 1}
+    it = iter(MetaLoader(sources, seed=11 + rank, lengths=lengths))
+    names = [next(it)[0] for _ in range(16)]
+    every = [None, None]
+    dist.all_gather_object(every, names)
+    if every[0] != every[1]:
+        return [f"rank {rank}: MetaLoader orders differ between ranks: {every}"]
+    if names[:8].count("video") != 3 or names[8:].count("video") != 3:
+        return [f"rank {rank}: MetaLoader order {names} does not follow rank 0's lengths (3 video + 5 image)"]
+    return []
+
+
 def main() -> None:
     from tiny_run import die_with_parent
 
@@ -155,6 +178,7 @@ def main() -> None:
 
     failures += nonfinite_on_one_rank(env.rank)
     failures += checkpoint_failure_on_one_rank(env.rank)
+    failures += meta_loader_uses_rank_0s_order(env.rank)
     shutdown_distributed()
     if failures:
         print(f"rank {rank}: " + "; ".join(failures), file=sys.stderr)

@@ -170,28 +170,14 @@ def test_tensorboard_is_optional(tmp_path: Path) -> None:
     assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 1, "loss": 1.0}]
 
 
-def test_interleaved_batches_proportions_and_exact_resume() -> None:
-    from iv2_train import InterleavedBatches
-
-    def sources() -> dict[str, ResumableBatches]:
-        return {
-            "video": ResumableBatches(list(range(12)), batch_size=2, seed=1, rank=0, world_size=1),  # 6 / epoch
-            "image": ResumableBatches(list(range(100, 106)), batch_size=3, seed=2, rank=0, world_size=1),  # 2
-        }
-
-    def take(it, n: int) -> list[tuple[str, list[int]]]:
-        return [(name, batch.tolist()) for name, batch in (next(it) for _ in range(n))]
-
-    full = take(iter(InterleavedBatches(sources(), seed=5)), 20)
-    first_round = [name for name, _ in full[:8]]
-    assert first_round.count("video") == 6 and first_round.count("image") == 2
-    assert [name for name, _ in full[8:16]] != first_round  # a new shuffle each round (true for seed 5)
-
-    part = InterleavedBatches(sources(), seed=5)
-    head = take(iter(part), 11)
-    state = part.state_dict()
-    resumed = InterleavedBatches(sources(), seed=5)
-    resumed.load_state_dict(state)
-    assert head + take(iter(resumed), 9) == full
-    with pytest.raises(ValueError, match=r"counts has no entry for source\(s\) \['image'\]"):
-        InterleavedBatches(sources(), counts={"video": 1})
+def test_a_second_logger_on_the_same_folder_appends(tmp_path: Path) -> None:
+    # A stage's own evaluation script opening a logger on a run folder wiped the Trainer's rows.
+    trainer_log = MetricsLogger(tmp_path, tensorboard=False, resume_step=0)
+    trainer_log.log(1, {"loss": 1.0})
+    other = MetricsLogger(tmp_path, tensorboard=False)
+    other.log(1, {"eval/acc": 0.5})
+    trainer_log.log(2, {"loss": 0.5})
+    for logger in (trainer_log, other):
+        logger.close()
+    assert read_metrics(tmp_path / "metrics.jsonl") == [
+        {"step": 1, "loss": 1.0}, {"step": 1, "eval/acc": 0.5}, {"step": 2, "loss": 0.5}]  # fmt: skip

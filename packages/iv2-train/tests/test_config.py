@@ -7,7 +7,13 @@ import pytest
 
 from iv2_train import (
     TRAIN_FLAVORS,
+    CheckpointConfig,
     ConfigError,
+    DistributedConfig,
+    EvaluationConfig,
+    LoggingConfig,
+    OptimizerConfig,
+    ScheduleConfig,
     TrainConfig,
     apply_overrides,
     config_from_dict,
@@ -134,3 +140,47 @@ def test_command_line_words() -> None:
     assert parse_config_args(StageConfig, [], flavors=STAGE_FLAVORS, default="1b").model == "1b"
     with pytest.raises(ConfigError, match="unexpected argument 'extra'"):
         parse_config_args(StageConfig, ["1b", "extra"], flavors=STAGE_FLAVORS)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: TrainConfig(max_steps=0), "config key 'max_steps' has an invalid value: 0 (expected >= 1)"),
+        (lambda: OptimizerConfig(betas=(0.9, 1.0)), "config key 'betas' has an invalid value: (0.9, 1.0)"),
+        (lambda: ScheduleConfig(min_lr_ratio=1.5), "config key 'min_lr_ratio' has an invalid value: 1.5"),
+        (
+            lambda: DistributedConfig(precision="fp8"),
+            "config key 'precision' has an invalid value: 'fp8' (expected one of ['fp32', 'bf16', 'fp16'])",
+        ),
+        (lambda: LoggingConfig(every_steps=0), "config key 'every_steps' has an invalid value: 0"),
+        (lambda: EvaluationConfig(every_steps=-1), "config key 'every_steps' has an invalid value: -1"),
+        (lambda: CheckpointConfig(keep_last=-2), "config key 'keep_last' has an invalid value: -2"),
+    ],
+)
+def test_sections_check_their_values_when_built_in_python(build, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        build()
+    assert message in str(err.value)
+
+
+def test_value_errors_name_the_full_key_from_yaml_overrides_and_stage_configs(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"config key 'optimizer.eps' has an invalid value: 0.0 \(expected > 0\)"):
+        load_config(TrainConfig, None, ["optimizer.eps=0"])
+    with pytest.raises(ConfigError, match=r"config key 'train.evaluation.every_steps' has an invalid value: -3"):
+        load_config(StageConfig, None, ["train.evaluation.every_steps=-3"], flavors=STAGE_FLAVORS)
+    run = tmp_path / "run.yaml"
+    run.write_text("flavor: tiny-synthetic\ntrain:\n  schedule:\n    warmup_steps: -1\n")
+    with pytest.raises(
+        ConfigError, match=r"run\.yaml: config key 'train.schedule.warmup_steps' has an invalid value: -1"
+    ):
+        load_config(StageConfig, run, flavors=STAGE_FLAVORS)
+
+
+def test_check_config_catches_fields_changed_in_place() -> None:
+    from iv2_train import check_config
+
+    cfg = StageConfig()
+    check_config(cfg)  # valid
+    cfg.train.checkpoint.every_steps = 0
+    with pytest.raises(ConfigError, match=r"config key 'train.checkpoint.every_steps' has an invalid value: 0"):
+        check_config(cfg)

@@ -53,7 +53,10 @@ def test_collectives_two_processes() -> None:
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
-    common = ["max_steps=12", "checkpoint.every_steps=3", "checkpoint.keep_last=2", "logging.progress=none"]
+    # tiny_run's model has a frozen teacher with dropout (left out of checkpoints) that must stay in eval mode
+    # (the run fails otherwise) and a frozen tower kept in checkpoints; it evaluates every 4 steps.
+    common = ["max_steps=12", "checkpoint.every_steps=3", "checkpoint.keep_last=2", "logging.progress=none",
+              "evaluation.every_steps=4"]  # fmt: skip
     straight, broken = tmp_path / "straight", tmp_path / "broken"
 
     run_ok(torchrun("tiny_run.py", f"output_dir={straight}", *common))
@@ -90,14 +93,28 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
 
     expected = read_metrics(straight / "metrics.jsonl")
     resumed = read_metrics(broken / "metrics.jsonl")
-    assert [r["step"] for r in resumed] == list(range(1, 13)) == [r["step"] for r in expected]
+    rows = [(r["step"], "eval/loss" in r) for r in resumed]
+    assert rows == [(r["step"], "eval/loss" in r) for r in expected]
+    # one row per step and per evaluation (after steps 4, 8, 12): the evaluation of step 8 ran after the resume, once
+    assert rows == [(s, e) for s in range(1, 13) for e in ((False, True) if s % 4 == 0 else (False,))]
     for a, b in zip(expected, resumed):
+        if "eval/loss" in a:
+            assert abs(a["eval/loss"] - b["eval/loss"]) <= 1e-6 and abs(a["eval/mse"] - b["eval/mse"]) <= 1e-6
+            continue
         assert abs(a["loss"] - b["loss"]) <= 1e-6, (a["step"], a["loss"], b["loss"])
         assert a["lr"] == b["lr"]
     # Different batches on the two ranks, or the curve would not depend on the data split at all.
-    assert len({round(r["loss"], 6) for r in expected}) == 12
+    assert len({round(r["loss"], 6) for r in expected if "loss" in r}) == 12
     w_expected = read_safetensors(straight / "final" / "model.safetensors")
     w_resumed = read_safetensors(broken / "final" / "model.safetensors")
+    # the teacher is in neither checkpoints nor the export; the frozen tower is in both
+    for path in [p / "model.safetensors" for _, p in list_checkpoints(broken)] + [
+        broken / "final" / "model.safetensors"
+    ]:
+        keys = set(read_safetensors(path))
+        assert "embed.weight" in keys and "net.0.weight" in keys and not any(k.startswith("teacher.") for k in keys), (
+            path
+        )
     for name, tensor in w_expected.items():
         assert (tensor - w_resumed[name]).abs().max() <= 1e-6, name
     assert [step for step, _ in list_checkpoints(broken)] == [9, 12]  # keep_last=2

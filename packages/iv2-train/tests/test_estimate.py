@@ -63,6 +63,15 @@ def test_activations_with_and_without_checkpointing() -> None:
     assert "total per GPU" in est.table()
 
 
+def test_model_state_only_without_layer_sizes() -> None:
+    est = estimate_memory(1_000_000, zero_stage=0)
+    assert est.activations_bytes is None and not est.activations_counted
+    assert est.total_bytes == est.model_state_bytes == 16 * 1_000_000
+    assert "not estimated" in est.table() and "model state per GPU" in est.table()
+    with pytest.raises(ValueError, match="hidden_size, seq_len missing"):
+        estimate_memory(10, num_layers=4)
+
+
 def test_step_time_estimate_and_bad_arguments() -> None:
     t = estimate_step_time(1e9, tokens_per_step=1e6, world_size=8, peak_tflops=100, utilization=0.5)
     assert t["flops_per_step"] == 6e15
@@ -74,11 +83,20 @@ def test_step_time_estimate_and_bad_arguments() -> None:
 
 
 def test_estimate_command_line(capsys: pytest.CaptureFixture[str]) -> None:
-    from iv2_train.__main__ import main
+    from iv2_train.cli import main
 
     assert main(["estimate", "--params", "6e9", "--zero", "0", "--gpus", "1", "--gpu-gib", "80"]) == 0
     out = capsys.readouterr().out
     assert "ZeRO-0, 1 GPUs, bf16" in out and "does NOT fit in 80 GiB" in out
+    # no layer sizes: said plainly to be the model state alone, never "activations 0.00 GiB ... fits"
+    assert "not estimated" in out and "model state alone does NOT fit" in out and "activations NOT counted" in out
+    assert "0.00 GiB" not in out.split("activations", 1)[1].splitlines()[0]
+    assert main(["estimate", "--params", "1e8"]) == 0
+    assert "model state alone fits in 80 GiB" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:  # some layer sizes but not all: a usage error naming the rest
+        main(["estimate", "--params", "1e9", "--layers", "40"])
+    assert exit_info.value.code == 2
+    assert "--hidden, --seq-len missing" in capsys.readouterr().err
     main(["estimate", "--params", "1e9", "--gpus", "128", "--layers", "40", "--hidden", "1408", "--heads", "16",
           "--seq-len", "2049", "--micro-batch", "32", "--checkpointing", "--peak-tflops", "989"])  # fmt: skip
     out = capsys.readouterr().out

@@ -136,7 +136,7 @@ def test_flavor_optimizer_constants_follow_the_official_configs() -> None:
 
 
 def test_step_disabled_restores_the_optimizer_step() -> None:
-    from iv2_train.trainer import _step_disabled
+    from iv2_train.strategy import _step_disabled
 
     param = nn.Parameter(torch.ones(2))
     optimizer = torch.optim.AdamW([param], lr=0.1, foreach=False)

@@ -16,10 +16,13 @@ from iv2_train import (
     ResumableBatches,
     TrainConfig,
     Trainer,
+    export_safetensors,
+    freeze,
     list_checkpoints,
     load_config,
     load_safetensors,
     read_metrics,
+    read_safetensors,
 )
 
 
@@ -143,9 +146,13 @@ def test_fp16_overflow_is_skipped_by_the_grad_scaler_and_its_state_resumes(tmp_p
             "optimizer.grad_clip=0"])  # fmt: skip
         torch.manual_seed(0)
         seen: list[dict[str, Any]] = []
-        trainer = Trainer(Overflowing(overflow_calls), ResumableBatches(dataset(), batch_size=4, seed=3), cfg,
-                          callbacks=[lambda t, m: seen.append({k: v.clone() for k, v in t.module.state_dict().items()})])
-        assert trainer.scaler.is_enabled()
+        trainer = Trainer(
+            Overflowing(overflow_calls),
+            ResumableBatches(dataset(), batch_size=4, seed=3),
+            cfg,
+            callbacks=[lambda t, m: seen.append({k: v.clone() for k, v in t.module.state_dict().items()})],
+        )
+        assert trainer.strategy.scaler.is_enabled()
         result = trainer.fit()
         return trainer, result, [r["skipped"] for r in read_metrics(tmp_path / name / "metrics.jsonl")], seen
 
@@ -155,11 +162,11 @@ def test_fp16_overflow_is_skipped_by_the_grad_scaler_and_its_state_resumes(tmp_p
     assert plain_skips[4] == 0 and forced_skips[4] == 1
     assert sum(forced_skips) == sum(plain_skips) + 1
     assert all(torch.equal(seen[3][k], seen[4][k]) for k in seen[3])  # the overflow step changed nothing
-    assert forced.scaler.get_scale() < plain.scaler.get_scale()
+    assert forced.strategy.scaler.get_scale() < plain.strategy.scaler.get_scale()
     # an overflow is the scaler's business, not a bad step: it does not stop the run
     assert result.step == 6
     saved = torch.load(tmp_path / "forced" / "checkpoints" / "step_00000006" / "trainer.pt", weights_only=False)
-    assert saved["scaler"]["scale"] == forced.scaler.get_scale()
+    assert saved["scaler"]["scale"] == forced.strategy.scaler.get_scale()
 
 
 def test_isolated_nonfinite_step_is_skipped(tmp_path: Path) -> None:
@@ -272,3 +279,224 @@ def test_checkpoints_newer_than_the_resume_point_are_refused(tmp_path: Path) -> 
     # the newest checkpoint (resume=auto, or named) is fine
     newest = tmp_path / "checkpoints" / "step_00000006"
     assert make(tmp_path, f"checkpoint.resume={newest}").fit().step == 6
+
+
+# ---- frozen parts, the export hook, evaluation ------------------------------------------------------------
+
+
+class TeacherStudent(nn.Module):
+    """A student regressing a frozen teacher's output; both have dropout."""
+
+    def __init__(self, *, use_freeze: bool = True, checkpoint: bool = False, export: bool | None = None) -> None:
+        super().__init__()
+        self.teacher = nn.Sequential(nn.Linear(6, 6), nn.Dropout(0.5))
+        if use_freeze:
+            freeze(self.teacher, checkpoint=checkpoint, export=export)
+        else:  # what stages did before freeze(): requires_grad only
+            self.teacher.requires_grad_(False)
+        self.student = nn.Sequential(nn.Linear(6, 12), nn.Dropout(0.2), nn.Linear(12, 6))
+
+    def forward(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x, _ = batch
+        with torch.no_grad():
+            target = self.teacher(x)
+        loss = nn.functional.mse_loss(self.student(x), target)
+        return {"loss": loss}
+
+
+PROBE = torch.randn(5, 6, generator=torch.Generator().manual_seed(11))
+
+
+def teacher_trainer(output_dir: Path, *overrides: str, callbacks=(), **kwargs: Any) -> Trainer:
+    model_kwargs = {k: kwargs.pop(k) for k in ("use_freeze", "checkpoint") if k in kwargs}
+    if "teacher_export" in kwargs:
+        model_kwargs["export"] = kwargs.pop("teacher_export")
+    cfg = load_config(TrainConfig, "tiny-cpu", [
+        f"output_dir={output_dir}", "max_steps=6", "checkpoint.every_steps=2", "checkpoint.keep_last=0",
+        "logging.progress=none", "logging.plots=false", *overrides])  # fmt: skip
+    torch.manual_seed(0)
+    data = ResumableBatches(dataset(), batch_size=4, seed=3)
+    return Trainer(TeacherStudent(**model_kwargs), data, cfg, callbacks=callbacks, **kwargs)
+
+
+def teacher_outputs(seen: list[tuple[bool, bool, torch.Tensor]]):
+    def callback(trainer: Trainer, metrics: dict[str, float]) -> None:
+        module = trainer.module
+        with torch.no_grad():
+            seen.append((module.teacher.training, module.student.training, module.teacher(PROBE)))
+
+    return callback
+
+
+@pytest.mark.parametrize("strategy", ["auto", "ddp"])
+def test_a_frozen_teacher_stays_in_eval_while_the_student_trains(
+    tmp_path: Path, strategy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from iv2_train import shutdown_distributed
+
+    for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.setenv(name, "unset")
+        monkeypatch.delenv(name)
+    try:
+        seen: list[tuple[bool, bool, torch.Tensor]] = []
+        teacher_trainer(
+            tmp_path / "frozen", f"distributed.strategy={strategy}", callbacks=[teacher_outputs(seen)]
+        ).fit()
+        assert [(t, s) for t, s, _ in seen] == [(False, True)] * 6  # teacher in eval, student in train mode
+        assert all(torch.equal(out, seen[0][2]) for _, _, out in seen)  # dropout off: identical outputs
+        # The control: requires_grad alone leaves the teacher to model.train(), whose dropout then acts.
+        control: list[tuple[bool, bool, torch.Tensor]] = []
+        teacher_trainer(tmp_path / "control", f"distributed.strategy={strategy}", callbacks=[teacher_outputs(control)],
+                        use_freeze=False).fit()  # fmt: skip
+        assert control[0][0] is True and not torch.equal(control[0][2], control[1][2])
+    finally:
+        shutdown_distributed()
+
+
+def test_freeze_marks_and_keeps_eval_mode_through_train_calls() -> None:
+    from iv2_train import frozen_spec, left_out_keys
+
+    model = TeacherStudent(checkpoint=False, export=True)
+    model.teacher.register_buffer("stats", torch.ones(2))
+    model.train()
+    assert not model.teacher.training and not model.teacher[1].training and model.student.training
+    assert all(not p.requires_grad for p in model.teacher.parameters())
+    assert frozen_spec(model.teacher).checkpoint is False and frozen_spec(model.teacher).export is True
+    assert left_out_keys(model, "checkpoint") == {"teacher.0.weight", "teacher.0.bias", "teacher.stats"}
+    assert left_out_keys(model, "export") == set()
+    # a trainable adapter added inside a frozen part later (LoRA) stays in checkpoints
+    model.teacher.adapter = nn.Linear(2, 2)
+    assert "teacher.adapter.weight" not in left_out_keys(model, "checkpoint")
+    # copies and pickles of the model keep the pinning
+    import copy
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    for clone in (copy.deepcopy(model), torch.load(buffer, weights_only=False)):
+        clone.train()
+        assert not clone.teacher.training and clone.student.training and clone.teacher.train.module is clone.teacher
+    # eval_mode=False leaves train mode alone (a frozen base hosting adapters with dropout)
+    base = freeze(nn.Dropout(0.5), eval_mode=False)
+    assert base.train().training
+    with pytest.raises(TypeError, match="takes an nn.Module"):
+        freeze(torch.ones(2))  # type: ignore[arg-type]
+
+
+def test_teacher_left_out_of_checkpoints_and_export_and_resume_is_exact(tmp_path: Path) -> None:
+    straight = teacher_trainer(tmp_path / "a").fit()
+    with pytest.raises(Crash):
+        teacher_trainer(tmp_path / "b", callbacks=[crash_after(5)]).fit()
+    resumed = teacher_trainer(tmp_path / "b").fit()
+    want = [r["loss"] for r in straight.history]
+    got = [r["loss"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")]
+    assert len(got) == 6 and all(abs(a - b) <= 1e-6 for a, b in zip(want, got)), (want, got)
+    assert resumed.metrics["loss"] == pytest.approx(want[-1], abs=1e-6)
+
+    student_keys = {"student.0.weight", "student.0.bias", "student.2.weight", "student.2.bias"}
+    for step, path in list_checkpoints(tmp_path / "b"):
+        assert set(read_safetensors(path / "model.safetensors")) == student_keys, step
+    assert set(read_safetensors(tmp_path / "b" / "final" / "model.safetensors")) == student_keys
+
+    # the teacher's weights come from the stage (here: the seed), so a resume with another teacher is the stage's
+    # business; a checkpoint missing a key that is *not* left out is refused, naming the key and the file
+    ckpt = tmp_path / "b" / "checkpoints" / "step_00000006" / "model.safetensors"
+    state = read_safetensors(ckpt)
+    del state["student.0.bias"]
+    export_safetensors(state, ckpt)
+    with pytest.raises(
+        RuntimeError,
+        match=r"step_00000006/model.safetensors does not fit the model: missing 1 key\(s\): student.0.bias",
+    ):
+        teacher_trainer(tmp_path / "b").fit()
+
+
+def test_export_hook_and_frozen_parts_that_stay_in_the_export(tmp_path: Path) -> None:
+    def student_alone(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
+
+    trainer = teacher_trainer(tmp_path / "hook", "max_steps=2", export=student_alone)
+    result = trainer.fit()
+    exported = read_safetensors(result.final_weights)
+    assert set(exported) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    assert torch.equal(exported["2.weight"], trainer.module.student[2].weight)
+    # checkpoint=False, export=True: a frozen tower that is part of the product, rebuilt on resume
+    kept = teacher_trainer(tmp_path / "kept", "max_steps=2", checkpoint=False, teacher_export=True).fit()
+    assert "teacher.0.weight" in read_safetensors(kept.final_weights)
+    assert "teacher.0.weight" not in read_safetensors(
+        tmp_path / "kept" / "checkpoints" / "step_00000002" / "model.safetensors"
+    )
+    with pytest.raises(TypeError, match="export hook must return a mapping of names to tensors"):
+        teacher_trainer(tmp_path / "bad", "max_steps=2", export=lambda state: {"x": 1}).fit()
+
+
+def test_evaluation_runs_in_eval_mode_without_grad_and_is_logged(tmp_path: Path) -> None:
+    modes: list[tuple[int, bool, bool, bool]] = []
+    train_modes: list[bool] = []
+
+    def evaluate(trainer: Trainer) -> dict[str, Any]:
+        module = trainer.module
+        modes.append((trainer.step, module.training, module.teacher.training, torch.is_grad_enabled()))
+        x = trainer.prepare_batch(PROBE)
+        return {"loss": nn.functional.mse_loss(module.student(x), module.teacher(x)), "count": 5}
+
+    trainer = teacher_trainer(tmp_path, "evaluation.every_steps=4", "max_steps=6", "logging.plots=true",
+                              evaluate=evaluate, callbacks=[lambda t, m: train_modes.append(t.module.student.training)])  # fmt: skip
+    result = trainer.fit()
+    assert modes == [(4, False, False, False), (6, False, False, False)]  # every 4 steps and at the end
+    assert train_modes == [True] * 6  # training mode came back after the evaluation at step 4
+    assert [r["step"] for r in result.evaluations] == [4, 6]
+    assert set(result.evaluations[0]) == {"step", "eval/loss", "eval/count"}
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [(r["step"], "eval/loss" in r) for r in records] == [
+        (1, False), (2, False), (3, False), (4, False), (4, True), (5, False), (6, False), (6, True)]  # fmt: skip
+    assert result.eval_metrics == records[-1] and result.metrics == records[-2]
+    assert (tmp_path / "plots" / "eval_loss.png").stat().st_size > 1000
+    with pytest.raises(TypeError, match="metric 'loss' must be a number or a one-element tensor, got str"):
+        teacher_trainer(tmp_path / "bad", "max_steps=1", evaluate=lambda t: {"loss": "low"}).fit()
+
+
+def test_eval_rows_survive_a_resume_without_duplicates(tmp_path: Path) -> None:
+    def evaluate(trainer: Trainer) -> dict[str, Any]:
+        x = PROBE
+        return {"loss": nn.functional.mse_loss(trainer.module.student(x), trainer.module.teacher(x))}
+
+    common = ("evaluation.every_steps=1", "checkpoint.every_steps=4")
+    straight = read_metrics(
+        teacher_trainer(tmp_path / "a", *common, evaluate=evaluate).fit().output_dir / "metrics.jsonl"
+    )
+    with pytest.raises(Crash):  # after the evaluation of step 5, which follows the checkpoint of step 4
+        teacher_trainer(tmp_path / "b", *common, evaluate=evaluate, callbacks=[crash_after(6)]).fit()
+    assert [r["step"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl") if "eval/loss" in r] == [1, 2, 3, 4, 5]
+    teacher_trainer(tmp_path / "b", *common, evaluate=evaluate).fit()
+    resumed = read_metrics(tmp_path / "b" / "metrics.jsonl")
+    kinds = lambda rows: [(r["step"], "eval/loss" in r) for r in rows]
+    assert kinds(resumed) == kinds(straight) == [(s, e) for s in range(1, 7) for e in (False, True)]
+    for a, b in zip(straight, resumed):
+        key = "eval/loss" if "eval/loss" in a else "loss"
+        assert abs(a[key] - b[key]) <= 1e-6, (a, b)
+
+
+def test_callbacks_add_rows_and_a_finished_run_reports_its_last_metrics(tmp_path: Path) -> None:
+    def extra(trainer: Trainer, metrics: dict[str, float]) -> None:
+        if trainer.step % 3 == 0:
+            trainer.log_metrics({"throughput": 10.0 * trainer.step, "note": torch.tensor(1.5)})
+
+    first = teacher_trainer(tmp_path, callbacks=[extra]).fit()
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r for r in rows if "throughput" in r] == [
+        {"step": 3, "throughput": 30.0, "note": 1.5}, {"step": 6, "throughput": 60.0, "note": 1.5}]  # fmt: skip
+    # a rerun resumes at max_steps, trains nothing, and still says where the run ended (the README example)
+    again = teacher_trainer(tmp_path).fit()
+    assert again.history == [] and again.step == 6
+    assert again.metrics == first.metrics == first.history[-1]
+    assert len(read_metrics(tmp_path / "metrics.jsonl")) == len(rows)  # nothing rewritten or lost
+
+
+def test_config_changed_in_place_is_checked_by_the_trainer(tmp_path: Path) -> None:
+    cfg = load_config(TrainConfig, "tiny-cpu", [f"output_dir={tmp_path}"])
+    cfg.optimizer.lr = -1.0
+    with pytest.raises(ConfigError, match=r"config key 'optimizer.lr' has an invalid value: -1.0 \(expected >= 0\)"):
+        Trainer(Regressor(), ResumableBatches(dataset(), batch_size=4), cfg)
+    assert not tmp_path.joinpath("config.yaml").exists()

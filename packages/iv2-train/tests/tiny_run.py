@@ -1,10 +1,13 @@
-"""A tiny training run for the multi-process tests: MLP with dropout on synthetic regression data.
+"""A tiny training run for the multi-process tests: MLP with dropout on synthetic regression data, beside a
+frozen input tower (kept in checkpoints) and a frozen teacher with dropout (left out of checkpoints and the
+export), plus an evaluation on held-out data.
 
     python -m torch.distributed.run --nproc-per-node 2 tiny_run.py [--pause-at STEP] key=value ...
 
 ``--pause-at STEP`` makes every rank write its pid to ``OUTPUT/pids/`` and wait after that step, and rank 0
 write ``OUTPUT/paused``, so a test can SIGKILL the workers at a known point. ``--nan-at CALL,...`` poisons
-the loss at those forward calls.
+the loss at those (training) forward calls. Every step checks that the teacher stayed in eval mode (its
+output on a probe never changes although it has dropout) while the student trains; the run fails otherwise.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iv2_train import ResumableBatches, TrainConfig, Trainer, parse_config_args
+from iv2_train import ResumableBatches, TrainConfig, Trainer, freeze, parse_config_args, reduce_dict_mean
 
 
 def die_with_parent() -> None:
@@ -34,19 +37,63 @@ def die_with_parent() -> None:
 class TinyRegressor(nn.Module):
     def __init__(self, nan_steps: set[int]) -> None:
         super().__init__()
+        # A frozen tower that is part of the product: stays in checkpoints and the export.
+        self.embed = freeze(nn.Linear(8, 8))
+        # A teacher with dropout: must stay in eval mode; rebuilt from the seed on resume, not checkpointed.
+        self.teacher = freeze(nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5)), checkpoint=False)
         self.net = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Dropout(0.1), nn.Linear(16, 1))
+        self.distill_head = nn.Linear(8, 8)
         self.nan_steps = nan_steps
         self.calls = 0
 
     def forward(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         x, y = batch
-        self.calls += 1
-        mse = nn.functional.mse_loss(self.net(x).squeeze(-1), y)
+        if self.training:
+            self.calls += 1
+        h = self.embed(x)
+        with torch.no_grad():  # the teacher gives targets only
+            target = self.teacher(h)
+        mse = nn.functional.mse_loss(self.net(h).squeeze(-1), y)
+        distill = 0.1 * nn.functional.mse_loss(self.distill_head(h), target)
         l1 = (self.net[0].weight.abs().mean()) * 1e-3
-        total = mse + l1
-        if self.calls in self.nan_steps:
+        total = mse + distill + l1
+        if self.training and self.calls in self.nan_steps:
             total = total * float("nan")
-        return {"loss": total, "mse": mse, "l1": l1}
+        return {"loss": total, "mse": mse, "distill": distill, "l1": l1}
+
+
+def held_out(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each rank's share of a fixed evaluation set."""
+    g = torch.Generator().manual_seed(99)
+    x = torch.randn(16, 8, generator=g)
+    y = x @ torch.linspace(-1, 1, 8)
+    return x[rank::2], y[rank::2]
+
+
+def evaluate(trainer: Trainer) -> dict[str, float]:
+    """Held-out losses, averaged over ranks; checks it runs in eval mode without gradients."""
+    model = trainer.module
+    if model.training or torch.is_grad_enabled():
+        raise RuntimeError("evaluate ran in train mode or with gradients enabled")
+    out = model(trainer.prepare_batch(held_out(trainer.env.rank)))
+    return reduce_dict_mean({"loss": out["loss"], "mse": out["mse"]})
+
+
+class TeacherStaysInEval:
+    """Callback: the teacher's output on a probe never changes (its dropout would change it in train mode)."""
+
+    def __init__(self) -> None:
+        self.probe = torch.randn(4, 8, generator=torch.Generator().manual_seed(5))
+        self.first: torch.Tensor | None = None
+
+    def __call__(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        model = trainer.module
+        with torch.no_grad():
+            out = model.teacher(self.probe.to(trainer.env.device, next(model.teacher.parameters()).dtype))
+        if self.first is None:
+            self.first = out
+        if model.teacher.training or not model.net.training or not torch.equal(out, self.first):
+            raise RuntimeError(f"step {trainer.step}: the teacher left eval mode (or the student is not training)")
 
 
 def synthetic_dataset(n: int = 96) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -82,7 +129,7 @@ def main(argv: list[str]) -> None:
                 time.sleep(0.2)
             os._exit(1)
 
-    trainer = Trainer(model, data, cfg, callbacks=[pause])
+    trainer = Trainer(model, data, cfg, callbacks=[TeacherStaysInEval(), pause], evaluate=evaluate)
     result = trainer.fit()
     if trainer.env.is_main:
         print(f"done step={result.step} skipped={result.skipped_steps}")

@@ -14,7 +14,6 @@ from iv2_data.datasets import (
     collate,
     mcqa_prompt,
 )
-from iv2_data.mixture import DatasetMixture, MixtureLoader
 from iv2_data.shards import ShardDataset, ShardLoader, ShardManifest, write_shards
 from iv2_data.synthetic import SyntheticCorpus, SyntheticDataset, clip_spec, render_audio, render_frames, write_corpus
 from iv2_data.transforms import (
@@ -34,10 +33,8 @@ __all__ = [
     "AudioTextDataset",
     "BrokenSamplePolicy",
     "CenterCropTransform",
-    "DatasetMixture",
     "ImageTextDataset",
     "InstructionDataset",
-    "MixtureLoader",
     "MultipleChoiceQADataset",
     "RandomResizedCropTransform",
     "ResizeTransform",

@@ -2,10 +2,11 @@
 
 Layout of one checkpoint (``OUTPUT/checkpoints/step_00000100/``)::
 
-    model.safetensors     full model weights (rank 0; plain DDP / single process)
-    trainer.pt            optimizer, scheduler, grad scaler, step, guard counters (rank 0)
+    model.safetensors     model weights minus parts frozen with checkpoint=False (single process / DDP)
+    trainer.pt            optimizer, scheduler, grad scaler, step, guard counters, strategy (rank 0)
     rank_00000.pt ...     per-rank RNG states and data position
-    deepspeed/            DeepSpeed engine checkpoint (model + partitioned optimizer), DeepSpeed runs only
+    deepspeed/            DeepSpeed engine checkpoint (trainable weights + partitioned optimizer), DeepSpeed only
+    frozen.safetensors    DeepSpeed only: the frozen parameters that stay in checkpoints
 
 A checkpoint is written into ``.tmp-step_...`` and renamed when every rank has finished, so a directory
 named ``step_*`` is always complete; a crash mid-write leaves only a ``.tmp-*`` directory, ignored and
@@ -17,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,29 +26,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._paths import checkpoint_dir, latest_checkpoint, list_checkpoints
 from .distributed import any_rank_true, barrier, get_rank
 
+__all__ = [
+    "CheckpointWriteError",
+    "atomic_checkpoint",
+    "checkpoint_dir",
+    "export_safetensors",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_safetensors",
+    "prune_checkpoints",
+    "read_safetensors",
+    "remove_partial_checkpoints",
+    "unwrap_model",
+]
+
 _ALIASES_KEY = "iv2_train.aliases"
-_STEP_DIR = re.compile(r"^step_(\d+)$")
-
-
-def checkpoint_dir(output_dir: str | Path, step: int) -> Path:
-    return Path(output_dir) / "checkpoints" / f"step_{step:08d}"
-
-
-def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints under ``output_dir/checkpoints``, oldest first."""
-    root = Path(output_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name))]
-    return sorted(found)
-
-
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint, or None."""
-    found = list_checkpoints(output_dir)
-    return found[-1][1] if found else None
 
 
 def prune_checkpoints(output_dir: str | Path, keep_last: int) -> list[Path]:
@@ -99,9 +94,7 @@ def atomic_checkpoint(output_dir: str | Path, step: int, keep_last: int = 0) -> 
         barrier()  # every rank agreed to fail, so every rank is here: the error surfaces after the clean-up
         if error is not None:
             raise error
-        raise CheckpointWriteError(
-            f"another rank failed while writing checkpoint step {step}; {final} was not written"
-        )
+        raise CheckpointWriteError(f"another rank failed while writing checkpoint step {step}; {final} was not written")
     if get_rank() == 0:
         _fsync_dir(tmp)
         if final.exists():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +22,56 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A config could not be built: unknown key, wrong type, bad override or missing file."""
+    """A config could not be built: unknown key, wrong type, bad value, bad override or missing file."""
+
+
+class _InvalidValue(ConfigError):
+    """A field holds a value its section does not accept; ``key`` grows its section prefix on the way up."""
+
+    def __init__(self, key: str, value: Any, expected: str) -> None:
+        self.key, self.value, self.expected = key, value, expected
+        super().__init__(f"config key {key!r} has an invalid value: {value!r} (expected {expected})")
+
+    def under(self, prefix: str) -> _InvalidValue:
+        return _InvalidValue(prefix + self.key, self.value, self.expected) if prefix else self
+
+
+def _require(section: Any, key: str, ok: bool, expected: str) -> None:
+    if not ok:
+        raise _InvalidValue(key, getattr(section, key), expected)
+
+
+@functools.cache
+def _literal_fields(cls: type) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple(
+        (f.name, typing.get_args(hints[f.name]))
+        for f in dataclasses.fields(cls)
+        if typing.get_origin(hints[f.name]) is Literal
+    )
+
+
+def _check_literals(section: Any) -> None:
+    """Literal-typed fields hold one of their values (also when the section is built in Python)."""
+    for name, allowed in _literal_fields(type(section)):
+        value = getattr(section, name)
+        if not any(value == a and type(value) is type(a) for a in allowed):
+            raise _InvalidValue(name, value, f"one of {list(allowed)}")
+
+
+def check_config(cfg: Any, prefix: str = "") -> None:
+    """Re-run the checks of ``cfg`` and every nested config section (after fields were changed in place);
+    raises :class:`ConfigError` naming the dotted key."""
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_config(value, f"{prefix}{field.name}.")
+    post_init = getattr(cfg, "__post_init__", None)
+    if post_init is not None:
+        try:
+            post_init()
+        except _InvalidValue as err:
+            raise err.under(prefix) from None
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -44,6 +94,14 @@ class OptimizerConfig:
     # Max global gradient norm; 0 disables clipping (the norm is still computed and logged).
     grad_clip: float = 0.0
 
+    def __post_init__(self) -> None:
+        _require(self, "lr", self.lr >= 0, ">= 0")
+        _require(self, "betas", len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "two values in [0, 1)")
+        _require(self, "eps", self.eps > 0, "> 0")
+        _require(self, "weight_decay", self.weight_decay >= 0, ">= 0")
+        _require(self, "layer_decay", 0 < self.layer_decay <= 1, "in (0, 1]")
+        _require(self, "grad_clip", self.grad_clip >= 0, ">= 0 (0 = no clipping)")
+
 
 @dataclasses.dataclass
 class ScheduleConfig:
@@ -59,6 +117,11 @@ class ScheduleConfig:
     # starts at the floor and the cosine is cut off at it (stages 2 and 3: official multi_modality and
     # VideoChat2 get_cosine_schedule_with_warmup with min_lr_multi).
     min_lr_mode: Literal["rescale", "clamp"] = "rescale"
+
+    def __post_init__(self) -> None:
+        _check_literals(self)
+        _require(self, "warmup_steps", self.warmup_steps >= 0, ">= 0")
+        _require(self, "min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]")
 
 
 @dataclasses.dataclass
@@ -77,6 +140,10 @@ class DistributedConfig:
     # Extra raw DeepSpeed config entries, merged over the ones derived from this config.
     deepspeed: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _check_literals(self)
+        _require(self, "device", bool(self.device), "'auto', 'cpu', 'cuda' or 'cuda:N'")
+
 
 @dataclasses.dataclass
 class CheckpointConfig:
@@ -87,6 +154,11 @@ class CheckpointConfig:
     # Write the final model weights to output_dir/final/model.safetensors.
     export_final: bool = True
 
+    def __post_init__(self) -> None:
+        _require(self, "every_steps", self.every_steps >= 1, ">= 1")
+        _require(self, "keep_last", self.keep_last >= 0, ">= 0 (0 keeps all)")
+        _require(self, "resume", bool(self.resume), "'auto', 'never' or a checkpoint directory")
+
 
 @dataclasses.dataclass
 class LoggingConfig:
@@ -94,6 +166,21 @@ class LoggingConfig:
     progress: Literal["rich", "tqdm", "none"] = "rich"
     tensorboard: bool = True
     plots: bool = True
+
+    def __post_init__(self) -> None:
+        _check_literals(self)
+        _require(self, "every_steps", self.every_steps >= 1, ">= 1")
+
+
+@dataclasses.dataclass
+class EvaluationConfig:
+    """When the Trainer's ``evaluate`` function runs (it always runs after the last step too)."""
+
+    # Every this many optimizer steps; 0 = only at the end.
+    every_steps: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self, "every_steps", self.every_steps >= 0, ">= 0 (0 = only at the end)")
 
 
 @dataclasses.dataclass
@@ -111,6 +198,13 @@ class TrainConfig:
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+
+    def __post_init__(self) -> None:
+        _require(self, "output_dir", bool(self.output_dir), "a directory")
+        _require(self, "max_steps", self.max_steps >= 1, ">= 1")
+        _require(self, "grad_accum_steps", self.grad_accum_steps >= 1, ">= 1")
+        _require(self, "max_consecutive_nonfinite", self.max_consecutive_nonfinite >= 1, ">= 1")
 
 
 def _tiny_cpu() -> TrainConfig:
@@ -235,7 +329,10 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], *, prefix: str = "")
         if key not in fields:
             raise ConfigError(_unknown_key_message(prefix + str(key), list(fields)))
         kwargs[key] = _coerce(value, hints[key], prefix + key)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except _InvalidValue as err:  # raised by the section's __post_init__: name the full dotted key
+        raise err.under(prefix) from None
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

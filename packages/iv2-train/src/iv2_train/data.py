@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -127,6 +127,10 @@ class ResumableBatches:
     def batches_per_epoch(self) -> int:
         return (len(self.dataset) // self.world_size) // self.batch_size  # type: ignore[arg-type]
 
+    def __len__(self) -> int:
+        """Batches per epoch on this rank (iteration itself is endless), as ``len(DataLoader)``."""
+        return self.batches_per_epoch()
+
     def _order(self, epoch: int) -> list[int]:
         n = len(self.dataset)  # type: ignore[arg-type]
         if self.shuffle:
@@ -177,72 +181,127 @@ class ResumableBatches:
         self.seed = int(state.get("seed", self.seed))
 
 
-class InterleavedBatches:
-    """One batch per step from one of several sources, in a seeded order proportional to their sizes.
+class MetaLoader:
+    """One batch per step from one of several sources: the official MetaLoader (REFERENCE e).
 
-    Each round takes ``counts[name]`` batches from every source (default: its ``batches_per_epoch()``) in an
-    order shuffled from ``seed`` and the round number. The order depends on nothing rank-specific, so every
-    rank picks the same source at the same step without communication (as the official MetaLoader does by
-    broadcasting it). Yields ``(source_name, batch)``. Sources are endless resumable iterables (e.g.
-    :class:`ResumableBatches`); the state holds the round, the position in it and every source's state.
+    An epoch of the MetaLoader lists every source as many times as it has batches (``len(source)``, or
+    ``lengths[name]`` for a streaming source without a length), shuffles that list and takes one batch per
+    step in that order, so exactly one source feeds each step and each source is drawn in proportion to its
+    length. Rank 0 shuffles (seeded from ``seed`` and the epoch) and broadcasts the order, so every rank uses
+    the same source at the same step even where their lengths differ. Yields ``(source_name, batch)``.
+
+    Sources are :class:`ResumableData` iterables that split their data between ranks themselves (e.g.
+    :class:`ResumableBatches`, or a shard loader). One that stops (a finite epoch) is iterated again for its
+    next pass, so sources may be endless or end after each epoch. The position (the epoch's order, the
+    index in it, every source's state) resumes exactly. Iterate it in the training process, in step with
+    the other ranks (the epoch's order is a collective): do not wrap it in a DataLoader.
     """
 
     def __init__(
-        self, sources: dict[str, ResumableData], *, seed: int = 0, counts: dict[str, int] | None = None
+        self, sources: Mapping[str, ResumableData], *, seed: int = 0, lengths: Mapping[str, int] | None = None
     ) -> None:
         if not sources:
-            raise ValueError("InterleavedBatches needs at least one source")
+            raise ValueError("MetaLoader needs at least one source")
         self.sources = dict(sources)
         self.seed = int(seed)
-        self._counts = dict(counts) if counts is not None else None
-        if self._counts is not None:
-            missing = sorted(set(self.sources) - set(self._counts))
+        self._lengths = dict(lengths or {})
+        unknown = sorted(set(self._lengths) - set(self.sources))
+        if unknown:
+            raise ValueError(f"lengths name unknown source(s) {unknown}; sources: {sorted(self.sources)}")
+        for name, value in self._lengths.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"lengths[{name!r}] must be a whole number of batches >= 0, got {value!r}")
+        for name, source in self.sources.items():
+            missing = [m for m in ("state_dict", "load_state_dict", "__iter__") if not hasattr(source, m)]
             if missing:
-                raise ValueError(f"counts has no entry for source(s) {missing}")
-        self.round = 0
-        self.index_in_round = 0
+                raise TypeError(f"source {name!r} ({type(source).__name__}) lacks {', '.join(missing)}")
+        self.epoch = 0
+        self.index_in_epoch = 0
+        self._order: list[str] | None = None  # this epoch's sources, step by step (the same on every rank)
 
-    def counts(self) -> dict[str, int]:
-        if self._counts is not None:
-            return {name: int(self._counts[name]) for name in self.sources}
+    def lengths(self) -> dict[str, int]:
+        """Batches each source contributes to one epoch of the MetaLoader (this rank's view)."""
         out = {}
         for name, source in self.sources.items():
-            per_epoch = getattr(source, "batches_per_epoch", None)
-            if per_epoch is None:
-                raise ValueError(f"source {name!r} has no batches_per_epoch(); pass counts= explicitly")
-            out[name] = int(per_epoch())
+            if name in self._lengths:
+                out[name] = self._lengths[name]
+                continue
+            try:
+                out[name] = len(source)  # type: ignore[arg-type]
+            except TypeError:
+                raise ValueError(
+                    f"source {name!r} ({type(source).__name__}) has no len(): pass lengths={{{name!r}: N}}, its "
+                    "batches per epoch (or any weight in batches)"
+                ) from None
         return out
 
-    def _round_order(self, round_index: int) -> list[str]:
-        names = [name for name, n in sorted(self.counts().items()) for _ in range(n)]
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + round_index)
-        return [names[i] for i in torch.randperm(len(names), generator=generator).tolist()]
+    def __len__(self) -> int:
+        """Steps in one epoch."""
+        return sum(self.lengths().values())
+
+    def _epoch_order(self, epoch: int) -> list[str]:
+        from .distributed import broadcast_object, get_rank
+
+        order = None
+        if get_rank() == 0:
+            names = [name for name, n in sorted(self.lengths().items()) for _ in range(n)]
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = [names[i] for i in torch.randperm(len(names), generator=generator).tolist()]
+        order = broadcast_object(order)
+        if not order:
+            raise ValueError(f"every MetaLoader source has a length of 0 batches: {self.lengths()}")
+        return order
 
     def __iter__(self) -> Iterator[tuple[str, Any]]:
-        iterators = {name: iter(source) for name, source in self.sources.items()}
+        iterators: dict[str, Iterator[Any]] = {}
         while True:
-            order = self._round_order(self.round)
-            if not order:
-                raise ValueError("every source has a count of 0 batches")
-            while self.index_in_round < len(order):
-                name = order[self.index_in_round]
-                batch = next(iterators[name])
-                self.index_in_round += 1
+            if self._order is None:
+                self._order = self._epoch_order(self.epoch)
+            while self.index_in_epoch < len(self._order):
+                name = self._order[self.index_in_epoch]
+                batch = self._next_batch(name, iterators)
+                self.index_in_epoch += 1
                 yield name, batch
-            self.round += 1
-            self.index_in_round = 0
+            self.epoch += 1
+            self.index_in_epoch = 0
+            self._order = None
+
+    def _next_batch(self, name: str, iterators: dict[str, Iterator[Any]]) -> Any:
+        if name not in iterators:
+            iterators[name] = iter(self.sources[name])
+        try:
+            return next(iterators[name])
+        except StopIteration:
+            pass
+        iterators[name] = iter(self.sources[name])  # a finite source: its next pass
+        try:
+            return next(iterators[name])
+        except StopIteration:
+            raise RuntimeError(f"MetaLoader source {name!r} yielded no batch for a whole pass") from None
 
     def state_dict(self) -> dict[str, Any]:
+        names = sorted(self.sources)
         return {
-            "round": self.round,
-            "index_in_round": self.index_in_round,
+            "epoch": self.epoch,
+            "index_in_epoch": self.index_in_epoch,
+            # The current epoch's order itself: a resume continues it even if a source's length changed.
+            "names": names,
+            "order": None if self._order is None else [names.index(n) for n in self._order],
+            "seed": self.seed,
             "sources": {name: source.state_dict() for name, source in self.sources.items()},
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.round = int(state["round"])
-        self.index_in_round = int(state["index_in_round"])
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        saved = set(state["sources"])
+        if saved != set(self.sources):
+            raise ValueError(
+                f"MetaLoader state holds sources {sorted(saved)}, this MetaLoader has {sorted(self.sources)}"
+            )
+        if int(state.get("seed", self.seed)) != self.seed:
+            raise ValueError(f"MetaLoader state was saved with seed {state['seed']}, this one has seed {self.seed}")
+        self.epoch = int(state["epoch"])
+        self.index_in_epoch = int(state["index_in_epoch"])
+        names = list(state["names"])
+        self._order = None if state["order"] is None else [names[i] for i in state["order"]]
         for name, source_state in state["sources"].items():
-            if name not in self.sources:
-                raise KeyError(f"saved data state has source {name!r}, this run has {sorted(self.sources)}")
             self.sources[name].load_state_dict(source_state)

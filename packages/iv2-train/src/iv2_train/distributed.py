@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import os
 import random
 import socket
@@ -97,6 +98,9 @@ def init_distributed(cfg: DistributedConfig | None = None) -> DistEnv:
 def shutdown_distributed() -> None:
     """Leave the process group (safe to call when there is none)."""
     if dist.is_initialized():
+        # Objects that hold the group (a DDP reducer in a reference cycle) must go first: destroyed after it,
+        # at interpreter exit, they abort the process ("terminate called without an active exception").
+        gc.collect()
         dist.destroy_process_group()
 
 

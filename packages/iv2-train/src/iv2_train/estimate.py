@@ -10,13 +10,17 @@ width ``h``, MLP ratio ``r`` in 16-bit: ``s·b·h·(18 + 4r)`` plus ``5·a·s²�
 probabilities are materialised (not with fused/flash attention). With activation checkpointing only each
 block's input (``2·s·b·h``) is kept, plus one block's full activations during its recomputation.
 Real use adds framework buffers, fragmentation and temporary tensors: treat the numbers as a lower bound.
+Without the layer sizes (``num_layers``, ``hidden_size``, ``seq_len``) only the model state is estimated and
+the activations are reported as not counted. The module imports torch only to count a model's parameters.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 _GIB = 1024**3
 
@@ -45,18 +49,24 @@ class MemoryEstimate:
     params_bytes: float
     grads_bytes: float
     optimizer_bytes: float
-    activations_bytes: float
+    activations_bytes: float | None  # None: not estimated (no layer sizes given)
 
     @property
     def model_state_bytes(self) -> float:
         return self.params_bytes + self.grads_bytes + self.optimizer_bytes
 
     @property
+    def activations_counted(self) -> bool:
+        return self.activations_bytes is not None
+
+    @property
     def total_bytes(self) -> float:
-        return self.model_state_bytes + self.activations_bytes
+        """Model state plus activations (model state alone when activations were not estimated)."""
+        return self.model_state_bytes + (self.activations_bytes or 0.0)
 
     def fits(self, gpu_gib: float, headroom: float = 0.9) -> bool:
-        """Whether the estimate stays under ``headroom`` of a GPU with ``gpu_gib`` GiB."""
+        """Whether the estimate stays under ``headroom`` of a GPU with ``gpu_gib`` GiB (check
+        :attr:`activations_counted`: without layer sizes this is the model state alone)."""
         return self.total_bytes <= headroom * gpu_gib * _GIB
 
     def table(self) -> str:
@@ -69,8 +79,16 @@ class MemoryEstimate:
             ("weights", f"{self.params_bytes / _GIB:8.2f} GiB"),
             ("gradients", f"{self.grads_bytes / _GIB:8.2f} GiB"),
             ("optimizer state", f"{self.optimizer_bytes / _GIB:8.2f} GiB"),
-            ("activations", f"{self.activations_bytes / _GIB:8.2f} GiB"),
-            ("total per GPU", f"{self.total_bytes / _GIB:8.2f} GiB"),
+            (
+                "activations",
+                f"{self.activations_bytes / _GIB:8.2f} GiB"
+                if self.activations_bytes is not None
+                else "     not estimated (no layer sizes given)",
+            ),
+            (
+                "total per GPU" if self.activations_counted else "model state per GPU",
+                f"{self.total_bytes / _GIB:8.2f} GiB",
+            ),
         ]
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
@@ -119,7 +137,8 @@ def estimate_memory(
 ) -> MemoryEstimate:
     """Per-GPU memory of AdamW training; pass a (meta-device) model or a parameter count.
 
-    Leave ``num_layers``/``hidden_size``/``seq_len`` at 0 to count model state only.
+    Give all of ``num_layers``/``hidden_size``/``seq_len`` to count activations too; leave all three at 0 to
+    count the model state only (``activations_bytes`` is then None). Some but not all is an error.
     """
     if zero_stage not in (0, 1, 2, 3):
         raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {zero_stage}")
@@ -127,12 +146,17 @@ def estimate_memory(
         raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {precision!r}")
     if world_size < 1:
         raise ValueError(f"world_size must be >= 1, got {world_size}")
-    if isinstance(model_or_params, nn.Module):
+    sizes = {"num_layers": num_layers, "hidden_size": hidden_size, "seq_len": seq_len}
+    given = [name for name, value in sizes.items() if value]
+    if given and len(given) < len(sizes):
+        missing = [name for name in sizes if name not in given]
+        raise ValueError(f"activations need {', '.join(sizes)}: {', '.join(missing)} missing (got {', '.join(given)})")
+    if isinstance(model_or_params, (int, float)):
+        num_params = int(model_or_params)
+    else:  # an nn.Module (kept duck-typed so that this module imports without torch)
         num_params = count_parameters(model_or_params)
         if trainable_params is None:
             trainable_params = count_parameters(model_or_params, trainable_only=True)
-    else:
-        num_params = int(model_or_params)
     trainable = num_params if trainable_params is None else int(trainable_params)
 
     if precision == "fp32":
@@ -149,8 +173,8 @@ def estimate_memory(
     if zero_stage >= 3:
         params_bytes /= world_size
 
-    acts = 0.0
-    if num_layers and hidden_size and seq_len:
+    acts = None
+    if given:
         acts = activation_bytes(
             num_layers=num_layers,
             hidden_size=hidden_size,

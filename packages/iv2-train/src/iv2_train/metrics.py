@@ -13,15 +13,25 @@ from typing import Any
 log = logging.getLogger("iv2_train")
 
 
+EVAL_PREFIX = "eval/"
+
+
 class MetricsLogger:
     """Appends one JSON object per logged step to ``output_dir/metrics.jsonl`` (rank 0 only).
 
-    On resume, records after the resumed step (written by the run that died) are dropped first, so the
-    file reads as one uninterrupted run.
+    A logger only appends: several loggers on one folder (the Trainer's, a stage's evaluation script's)
+    share the file. With ``resume_step`` the records after that step (written by a run that died after its
+    last checkpoint) are dropped first, so the file reads as one uninterrupted run; the Trainer passes the
+    step it resumes from (0 for a fresh start).
     """
 
     def __init__(
-        self, output_dir: str | Path, *, enabled: bool = True, tensorboard: bool = True, resume_step: int = 0
+        self,
+        output_dir: str | Path,
+        *,
+        enabled: bool = True,
+        tensorboard: bool = True,
+        resume_step: int | None = None,
     ) -> None:
         self.enabled = enabled
         self.path = Path(output_dir) / "metrics.jsonl"
@@ -29,18 +39,21 @@ class MetricsLogger:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
+        if resume_step is not None and self.path.exists():
             kept = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= resume_step]
-            with self.path.open("w") as fh:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            with tmp.open("w") as fh:
                 for record in kept:
                     fh.write(json.dumps(record) + "\n")
+            tmp.replace(self.path)  # a kill while rewriting never loses the kept records
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is optional: JSONL and plots still work
                 log.info("tensorboard is not installed; metrics go to %s only", self.path)
             else:
-                self._tb = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"), purge_step=resume_step + 1)
+                purge = None if resume_step is None else resume_step + 1
+                self._tb = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"), purge_step=purge)
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self.enabled:
@@ -67,6 +80,16 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def is_eval_record(record: Mapping[str, Any]) -> bool:
+    """A row written by the Trainer's evaluation (its keys start with ``eval/``)."""
+    return any(key.startswith(EVAL_PREFIX) for key in record)
+
+
+def is_train_record(record: Mapping[str, Any]) -> bool:
+    """A row written for an optimizer step (it has ``loss`` and ``lr``)."""
+    return "loss" in record and "lr" in record
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """The records of a ``metrics.jsonl`` file (a torn last line from a killed run is skipped)."""
     records = []
@@ -81,7 +104,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 class Progress:
-    """A progress bar over optimizer steps, shown on rank 0 only: rich, tqdm, or nothing."""
+    """A progress bar over optimizer steps on stderr, shown on rank 0 only: rich, tqdm, or nothing."""
 
     def __init__(self, total: int, initial: int = 0, *, kind: str = "rich", enabled: bool = True) -> None:
         self.kind = kind if enabled else "none"
@@ -89,6 +112,7 @@ class Progress:
         self._task: Any = None
         if self.kind == "rich":
             try:
+                from rich.console import Console
                 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
                 from rich.progress import Progress as RichProgress
             except ImportError:
@@ -101,6 +125,7 @@ class Progress:
                     TimeRemainingColumn(),
                     TextColumn("{task.fields[info]}"),
                     transient=False,
+                    console=Console(stderr=True),  # stdout stays the program's own (as tqdm's bar)
                 )
                 self._task = self._bar.add_task("train", total=total, completed=initial, info="")
                 self._bar.start()
@@ -145,7 +170,8 @@ def plot_metrics(metrics_path: str | Path, output_dir: str | Path) -> list[Path]
     written = []
     for key, (xs, ys) in sorted(series.items()):
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(xs, ys, lw=1.2)
+        # Evaluations are few points: mark them, or a single one would not show at all.
+        ax.plot(xs, ys, lw=1.2, marker="o" if len(xs) <= 50 else None, markersize=3)
         ax.set_xlabel("step")
         ax.set_ylabel(key)
         ax.set_title(key)
