@@ -267,7 +267,7 @@ def test_fifo_and_missing_inputs_are_recorded_without_blocking(tmp_path: Path) -
 def test_clips_of_a_failed_input_are_not_given_to_another(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """B/x.mp4 fails after its first clip was cut (an error row, files on disk); a later run that adds A/x.mp4
     must not name A's clips like B's and pick up B's leftover file."""
-    from iv2_data.curate import WholeVideo, pipeline
+    from iv2_data.curate import WholeVideo, stages
     from iv2_data.video import read_frames
 
     for folder, colour in (("A", "blue"), ("B", "red")):
@@ -275,17 +275,17 @@ def test_clips_of_a_failed_input_are_not_given_to_another(tmp_path: Path, monkey
         frames = render_frames(replace(clip_spec(0), colour=colour), 16, SIZE)  # 2 s: two clips of 1 s
         write_video(tmp_path / folder / "x.mp4", frames, FPS)
     config = CurationConfig(detector=WholeVideo(), rules=ClipRules(0.5, 1.0), progress=False)
-    real_cut = pipeline.cut_clip
+    real_cut = stages.cut_clip
 
     def failing_second_cut(source, target, start, end):
         if str(target).endswith("-001.mp4"):
             raise OSError("disk full")
         return real_cut(source, target, start, end)
 
-    monkeypatch.setattr(pipeline, "cut_clip", failing_second_cut)
+    monkeypatch.setattr(stages, "cut_clip", failing_second_cut)
     out = tmp_path / "out"
     curate([tmp_path / "B"], out, config)
-    monkeypatch.setattr(pipeline, "cut_clip", real_cut)
+    monkeypatch.setattr(stages, "cut_clip", real_cut)
     curate([tmp_path / "A", tmp_path / "B"], out, config)
     rows = {Path(r["input"]).parent.name: r for r in map(json.loads, (out / "manifests" / "segment.jsonl").open())}
     assert rows["B"]["status"] == "error" and rows["A"]["status"] == "ok"
