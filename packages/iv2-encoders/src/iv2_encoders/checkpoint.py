@@ -174,12 +174,12 @@ def _is_meta(model: torch.nn.Module) -> bool:
 
 
 def save_checkpoint(model: VideoEncoder, path: str | os.PathLike) -> None:
-    """Write the encoder's weights as safetensors (atomically: temporary name, then rename)."""
+    """Write the encoder's weights as safetensors (:func:`iv2_data.atomic_write`: complete or absent, with the
+    umask's permissions)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    from iv2_data import atomic_write
+
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(tensors, str(tmp), metadata={"format": "pt", "iv2_config": repr(model.cfg.to_dict())})
-    os.replace(tmp, path)
+    with atomic_write(path) as partial:
+        save_file(tensors, str(partial), metadata={"format": "pt", "iv2_config": repr(model.cfg.to_dict())})
