@@ -100,7 +100,8 @@ def window_frame_indices(
 
 
 def sliding_windows(num_video_frames: int, window: int, stride: int) -> list[tuple[int, int]]:
-    """Windows ``[start, stop)`` of ``window`` frames every ``stride`` frames that cover every frame.
+    """Windows ``[start, stop)`` of ``window`` frames every ``stride`` frames, the last one ending at the last
+    frame: with ``stride <= window`` every frame is in a window.
 
     Where the stride steps past the last full window (8 frames, window 3, stride 2: 0–2, 2–4, 4–6), one
     more window ends at the last frame (5–7), so the tail is never dropped. A video no longer than one

@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from iv2_data.files import atomic_write
-from iv2_data.media import open_media
+from iv2_data.media import VideoReadError, open_media
 from iv2_data.video import iter_frames, probe_video
 
 __all__ = [
@@ -230,22 +230,12 @@ def cut_clip(source: str | os.PathLike[str], target: str | os.PathLike[str], sta
         aout = None
         if ain is not None:
             aout = dst.add_stream("aac", rate=ain.codec_context.sample_rate, layout=ain.codec_context.layout.name)
-        written = 0
         streams = [vin] + ([ain] if ain is not None else [])
-        for frame in media.container.decode(*streams):
-            if frame.time is None or not start - 1e-6 <= frame.time < end - 1e-6:
-                continue
-            if isinstance(frame, av.VideoFrame):
-                image = frame.to_ndarray(format="rgb24")[: vout.height, : vout.width]
-                out = av.VideoFrame.from_ndarray(image, format="rgb24")
-                out.pts = written
-                written += 1
-                for packet in vout.encode(out):
-                    dst.mux(packet)
-            elif aout is not None:
-                frame.pts = None
-                for packet in aout.encode(frame):
-                    dst.mux(packet)
+        try:
+            written = _copy_span(media.container.decode(*streams), dst, vout, aout, start, end)
+        except (av.error.FFmpegError, ValueError) as error:  # damaged data past the header
+            problem = f"decoding failed while cutting {start:.3f}-{end:.3f} s ({error})"
+            raise VideoReadError(media.name, problem) from error
         if written == 0:
             raise ValueError(f"no frames of {source} between {start:.3f} s and {end:.3f} s")
         for packet in vout.encode():
@@ -254,6 +244,28 @@ def cut_clip(source: str | os.PathLike[str], target: str | os.PathLike[str], sta
             for packet in aout.encode():
                 dst.mux(packet)
     return target
+
+
+def _copy_span(frames: Any, dst: Any, vout: Any, aout: Any, start: float, end: float) -> int:
+    """Re-encode the decoded ``frames`` with timestamps in ``[start, end)``; returns the video frames written."""
+    import av
+
+    written = 0
+    for frame in frames:
+        if frame.time is None or not start - 1e-6 <= frame.time < end - 1e-6:
+            continue
+        if isinstance(frame, av.VideoFrame):
+            image = frame.to_ndarray(format="rgb24")[: vout.height, : vout.width]
+            out = av.VideoFrame.from_ndarray(image, format="rgb24")
+            out.pts = written
+            written += 1
+            for packet in vout.encode(out):
+                dst.mux(packet)
+        elif aout is not None:
+            frame.pts = None
+            for packet in aout.encode(frame):
+                dst.mux(packet)
+    return written
 
 
 @dataclass
