@@ -222,23 +222,9 @@ def test_every_reader_opens_through_open_media(corpus, tmp_path: pathlib.Path, o
         assert name == "read_media_bytes" or len(opened_by) > before, f"{name} opened nothing?"
 
 
-def _damage(data: bytes, kind: int, rng: np.random.Generator) -> bytes:
-    damaged = bytearray(data)
-    a = int(rng.integers(len(damaged)))
-    b = min(len(damaged), a + int(rng.integers(1, 2000)))
-    if kind == 0:
-        return bytes(damaged[: max(a, 1)])
-    if kind == 1:
-        for j in rng.integers(len(damaged), size=20):
-            damaged[j] = int(rng.integers(256))
-    elif kind == 2:
-        damaged[a:b] = rng.integers(0, 256, b - a, dtype=np.uint8).tobytes()
-    else:
-        del damaged[a:b]
-    return bytes(damaged)
-
-
-def test_damaged_files_give_every_reader_a_clean_result_or_a_media_read_error(corpus, tmp_path: pathlib.Path) -> None:
+def test_damaged_files_give_every_reader_a_clean_result_or_a_media_read_error(
+    corpus, tmp_path: pathlib.Path, video_tools
+) -> None:
     """Seeded damage (truncation, flipped bytes, overwritten or dropped blocks) of an H.264/AAC mp4 and a WAV:
     each reader returns normally or raises a MediaReadError naming the file — no other exception, no hang."""
     sources = [corpus["root"] / "videos" / "000001.mp4", corpus["root"] / "audio" / "000001.wav"]
@@ -249,7 +235,7 @@ def test_damaged_files_give_every_reader_a_clean_result_or_a_media_read_error(co
         rng = np.random.default_rng(len(data))
         for i in range(8):
             path = tmp_path / f"damaged_{i}{source.suffix}"
-            path.write_bytes(_damage(data, i % 4, rng))
+            path.write_bytes(video_tools.damage(data, i % 4, rng))
             for name, reader in readers.items():
                 if source.suffix == ".wav" and name not in ("read_audio_fbank", "probe_video", "read_media_bytes"):
                     continue

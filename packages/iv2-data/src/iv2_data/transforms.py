@@ -174,38 +174,42 @@ def _crop_flip_normalize(
 
 
 @dataclass(frozen=True)
-class CenterCropTransform:
-    """Evaluation transform: short side to ``size``, centre ``size × size`` crop, ImageNet normalisation
-    (``mean``/``std``: e.g. :data:`CLIP_MEAN` / :data:`CLIP_STD` for the official MVBench evaluation)."""
+class _FixedBoxTransform:
+    """Evaluation transforms: one deterministic box per frame size, resized to ``size × size``, normalised."""
 
     size: int = 224
     interpolation: str = "bicubic"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
+    def box(self, height: int, width: int) -> tuple[int, int, int, int]:
+        raise NotImplementedError
+
     def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         _check_frames(frames)
-        box = center_crop_box(frames.shape[1], frames.shape[2])
+        box = self.box(frames.shape[1], frames.shape[2])
         return _normalized(_crop_resize(frames, box, self.size, self.interpolation), self.mean, self.std)
 
 
 @dataclass(frozen=True)
-class ResizeTransform:
+class CenterCropTransform(_FixedBoxTransform):
+    """Evaluation transform: short side to ``size``, centre ``size × size`` crop, ImageNet normalisation
+    (``mean``/``std``: e.g. :data:`CLIP_MEAN` / :data:`CLIP_STD` for the official MVBench evaluation)."""
+
+    def box(self, height: int, width: int) -> tuple[int, int, int, int]:
+        return center_crop_box(height, width)
+
+
+@dataclass(frozen=True)
+class ResizeTransform(_FixedBoxTransform):
     """The whole frame resized to ``size × size`` (aspect not kept, nothing cropped), ImageNet normalisation.
 
     This is the official stage-2 retrieval / zero-shot evaluation transform (``Resize((224, 224))``, bicubic;
     REFERENCE.md n.); use it to reproduce those numbers exactly. :class:`CenterCropTransform` is the default.
     """
 
-    size: int = 224
-    interpolation: str = "bicubic"
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        _check_frames(frames)
-        box = (0, 0, frames.shape[1], frames.shape[2])
-        return _normalized(_crop_resize(frames, box, self.size, self.interpolation), self.mean, self.std)
+    def box(self, height: int, width: int) -> tuple[int, int, int, int]:
+        return 0, 0, height, width
 
 
 @dataclass(frozen=True)
