@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from iv2_data._progress import progress as progress_bar
 from iv2_data.annotations import load_annotations
 from iv2_data.datasets import AnnotationDataset, collate, split_read_options
 from iv2_data.files import atomic_write, remove_leftovers
 from iv2_data.media import media_bytes, read_media_bytes
+from iv2_data.progress import progress as progress_bar
 from iv2_data.reading import AudioReadConfig, BrokenSamplePolicy, BrokenSamples, FileMedia, VideoReadConfig
 from iv2_data.samples import SampleBuilder, sample_builder
 

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from iv2_data._progress import progress
 from iv2_data.curate.caption import AudioCaptioner, CaptionFuser, SpeechRecognizer, TemplateFuser, VideoCaptioner
 from iv2_data.curate.filter import ClipEmbedder, caption_similarity, deduplicate
 from iv2_data.curate.segment import ClipRules, ContentSceneDetector, SceneDetector, cut_clip
 from iv2_data.files import JsonlManifest, atomic_write
+from iv2_data.progress import progress
 
 __all__ = [
     "CaptionStage",

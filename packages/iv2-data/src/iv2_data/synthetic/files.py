@@ -117,7 +117,7 @@ def write_corpus(
     with the attributes beside it), plus ``corpus.json`` with the parameters, the classes and every clip's
     attributes. Every file is written atomically and files that exist are kept, so an interrupted run resumes.
     """
-    from iv2_data._progress import progress as progress_bar
+    from iv2_data.progress import progress as progress_bar
 
     corpus = SyntheticCorpus(num_samples, num_frames, size, fps, seed)
     root = Path(output_dir)
