@@ -182,3 +182,10 @@ def test_a_torn_last_line_is_skipped_and_never_glued_to_the_next_row(tmp_path: P
     reread.rewrite([r for r in reread.rows if r["step"] <= 1])  # e.g. resuming at step 1
     assert JsonlManifest(path).rows == [{"step": 1, "loss": 2.0}]
     assert path.read_text() == '{"step": 1, "loss": 2.0}\n'
+
+
+def test_rows_holding_unicode_line_separators_stay_one_row(tmp_path: Path) -> None:
+    path = tmp_path / "captions.jsonl"
+    with JsonlManifest(path, key="clip") as manifest:
+        manifest.append({"clip": "a.mp4", "caption": "line\u2028separator and caf\u00e9"})
+    assert JsonlManifest(path, key="clip").get("a.mp4")["caption"] == "line\u2028separator and caf\u00e9"

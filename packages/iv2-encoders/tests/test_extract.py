@@ -186,3 +186,13 @@ def test_folders_are_searched_with_the_shared_rules_and_passed_over_links_report
     err = capsys.readouterr().err
     assert "linked: a symbolic link to a folder" in err and "dangling.mp4: a dangling symbolic link" in err
     assert not Path("out/manifest.jsonl").read_text().strip()
+
+
+def test_extract_opens_media_only_through_iv2_data():
+    """iv2_data.open_media is the one place media is opened for reading; extraction decodes through it."""
+    import inspect
+
+    import iv2_encoders.extract as ex
+
+    source = inspect.getsource(ex)
+    assert "av.open" not in source and "import av" not in source and "decord" not in source

@@ -201,7 +201,8 @@ class JsonlManifest:
         if self.path.is_file():
             data = self.path.read_bytes()
             self._needs_newline = bool(data) and not data.endswith(b"\n")
-            for line in data.decode("utf-8", errors="replace").splitlines():
+            # split on "\n" only: str.splitlines() also splits at U+2028 and friends, which JSON strings may hold
+            for line in data.decode("utf-8", errors="replace").split("\n"):
                 if line.strip():
                     self._take(line)
 

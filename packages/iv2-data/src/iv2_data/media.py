@@ -318,6 +318,7 @@ def find_media(paths: Iterable[str | os.PathLike[str]], kinds: Iterable[str] = (
         if not path.is_dir():
             add(path)
             continue
+        found: list[Path] = []
         for folder, subfolders, files in os.walk(path, followlinks=False):
             here = Path(folder)
             subfolders.sort()
@@ -336,5 +337,7 @@ def find_media(paths: Iterable[str | os.PathLike[str]], kinds: Iterable[str] = (
                 elif not entry.is_file():
                     search.skipped.append((entry, "not a regular file (a FIFO, socket or device)"))
                 else:
-                    add(entry)
+                    found.append(entry)
+        for entry in sorted(found):  # one sorted list per folder given, whatever the walk's order
+            add(entry)
     return search
