@@ -39,11 +39,6 @@ def find_inputs(inputs: Iterable[str | os.PathLike]) -> MediaSearch:
     return find_media(inputs, ("video",))
 
 
-def collect_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
-    """The input videos of :func:`find_inputs`, in order, without repeats."""
-    return list(find_inputs(inputs))
-
-
 def relative_output(path: Path) -> PurePath:
     """The input's path as it is mirrored under the output folder: relative inputs inside the working
     directory keep their relative path; anything else uses its absolute path without the root."""
