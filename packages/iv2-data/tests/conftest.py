@@ -13,7 +13,7 @@ Fixtures (session-scoped, each a ``pathlib.Path`` unless said):
   ``open_gop_mp4`` (90 frames, open GOPs of 30);
 - ``broken_videos``: a dict of damaged files (missing, empty, text, truncated, random);
 - ``video_dir`` (the session's folder), ``video_factory(name, num_frames, ...)`` (writes a new one there), and
-  ``video_tools``: the helpers ``index_frame``, ``decode_index``, ``centre_square``, ``write_video`` below,
+  ``video_tools``: the helpers ``index_frame``, ``decode_index``, ``centre_square``, ``write_video``, ``damage`` below,
   since test modules cannot import conftest under ``--import-mode=importlib``.
 """
 
@@ -107,6 +107,24 @@ def write_video(
     return path
 
 
+def damage(data: bytes, kind: int, rng: np.random.Generator) -> bytes:
+    """A damaged copy of a file's bytes: ``kind`` 0 truncates, 1 flips 20 bytes, 2 overwrites a block with random
+    bytes, 3 drops a block (blocks of up to 2000 bytes at a random place)."""
+    damaged = bytearray(data)
+    a = int(rng.integers(len(damaged)))
+    b = min(len(damaged), a + int(rng.integers(1, 2000)))
+    if kind == 0:
+        return bytes(damaged[: max(a, 1)])
+    if kind == 1:
+        for j in rng.integers(len(damaged), size=20):
+            damaged[j] = int(rng.integers(256))
+    elif kind == 2:
+        damaged[a:b] = rng.integers(0, 256, b - a, dtype=np.uint8).tobytes()
+    else:
+        del damaged[a:b]
+    return bytes(damaged)
+
+
 @pytest.fixture(scope="session")
 def video_tools() -> types.SimpleNamespace:
     return types.SimpleNamespace(
@@ -114,6 +132,7 @@ def video_tools() -> types.SimpleNamespace:
         decode_index=decode_index,
         centre_square=centre_square,
         write_video=write_video,
+        damage=damage,
     )
 
 

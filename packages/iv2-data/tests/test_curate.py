@@ -267,7 +267,7 @@ def test_fifo_and_missing_inputs_are_recorded_without_blocking(tmp_path: Path) -
 def test_clips_of_a_failed_input_are_not_given_to_another(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """B/x.mp4 fails after its first clip was cut (an error row, files on disk); a later run that adds A/x.mp4
     must not name A's clips like B's and pick up B's leftover file."""
-    from iv2_data.curate import WholeVideo, pipeline
+    from iv2_data.curate import WholeVideo, stages
     from iv2_data.video import read_frames
 
     for folder, colour in (("A", "blue"), ("B", "red")):
@@ -275,17 +275,17 @@ def test_clips_of_a_failed_input_are_not_given_to_another(tmp_path: Path, monkey
         frames = render_frames(replace(clip_spec(0), colour=colour), 16, SIZE)  # 2 s: two clips of 1 s
         write_video(tmp_path / folder / "x.mp4", frames, FPS)
     config = CurationConfig(detector=WholeVideo(), rules=ClipRules(0.5, 1.0), progress=False)
-    real_cut = pipeline.cut_clip
+    real_cut = stages.cut_clip
 
     def failing_second_cut(source, target, start, end):
         if str(target).endswith("-001.mp4"):
             raise OSError("disk full")
         return real_cut(source, target, start, end)
 
-    monkeypatch.setattr(pipeline, "cut_clip", failing_second_cut)
+    monkeypatch.setattr(stages, "cut_clip", failing_second_cut)
     out = tmp_path / "out"
     curate([tmp_path / "B"], out, config)
-    monkeypatch.setattr(pipeline, "cut_clip", real_cut)
+    monkeypatch.setattr(stages, "cut_clip", real_cut)
     curate([tmp_path / "A", tmp_path / "B"], out, config)
     rows = {Path(r["input"]).parent.name: r for r in map(json.loads, (out / "manifests" / "segment.jsonl").open())}
     assert rows["B"]["status"] == "error" and rows["A"]["status"] == "ok"
@@ -317,3 +317,76 @@ def test_video_with_a_non_utf8_tag_is_curated(tmp_path: Path) -> None:
     config = CurationConfig(detector=WholeVideo(), rules=ClipRules(0.5, 10.0), progress=False)
     result = curate([latin1], tmp_path / "out", config)
     assert result.errors == [] and result.num_clips == 1
+
+
+def test_default_options_report_why_nothing_was_kept(raw_videos: Path, tmp_path: Path, caplog) -> None:
+    """Default options (no captioner) keep nothing: the run must say so and why, per rule."""
+    import logging
+
+    from iv2_data.curate import WholeVideo
+
+    config = CurationConfig(detector=WholeVideo(), rules=ClipRules(min_seconds=1.0, max_seconds=10.0), progress=False)
+    with caplog.at_level(logging.WARNING, logger="iv2_data"):
+        result = curate([raw_videos / "a.mp4", raw_videos / "b.mp4", raw_videos / "broken.mp4"], tmp_path, config)
+    assert result.num_kept == 0 and result.num_clips == 2
+    assert result.dropped == {"empty caption (no captioner configured)": 2, "input unreadable or segmentation failed": 1}
+    (warning,) = result.warnings
+    assert warning.startswith("nothing was kept") and "--video-captioner" in warning
+    assert "nothing was kept" in caplog.text
+    # a rerun does no work but gives the same account
+    assert curate([raw_videos], tmp_path, config).dropped == result.dropped
+    short = CurationConfig(detector=WholeVideo(), rules=ClipRules(min_seconds=30.0, max_seconds=40.0),
+                           video_captioner=ConstantCaptioner("a clip"), progress=False)
+    assert curate([raw_videos / "a.mp4"], tmp_path / "short", short).dropped == {"scene shorter than 30 s": 1}
+
+
+def test_broken_inputs_are_named_precisely(raw_videos: Path, tmp_path: Path) -> None:
+    """Segmentation opens inputs through the media layer: the error says what is wrong (PySceneDetect's own
+    opener said "VideoOpenFailure" for everything), and an audio-only input no longer raises IndexError."""
+    pytest.importorskip("scenedetect", reason="the curate extra (scenedetect) is not installed")
+    import av
+
+    tone = tmp_path / "tone.mp4"
+    with av.open(str(tone), "w") as container:
+        stream = container.add_stream("aac", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    inputs = [raw_videos / "broken.mp4", tone, tmp_path / "empty.mp4"]
+    config = CurationConfig(detector=ContentSceneDetector(), progress=False)
+    errors = {Path(e["item"]).name: e["error"] for e in curate(inputs, tmp_path / "out", config).errors}
+    assert errors["broken.mp4"].startswith("VideoReadError") and "not a video" in errors["broken.mp4"]
+    assert "no video stream (streams: audio)" in errors["tone.mp4"]
+    assert "the file is empty" in errors["empty.mp4"]
+    assert not any("VideoOpenFailure" in e or "IndexError" in e for e in errors.values())
+
+
+def test_stages_are_pluggable(raw_videos: Path, tmp_path: Path) -> None:
+    """A stage is any object with a name and run(items, context): here one that drops green clips between the
+    captioning and the output, with its reason counted."""
+    from iv2_data.curate import CaptionStage, OutputStage, SegmentStage, WholeVideo
+
+    class DropGreen:
+        name = "no-green"
+
+        def run(self, items, context):
+            context.dropped["green"] += sum("green" in item["caption"] for item in items)
+            return [item for item in items if "green" not in item["caption"]]
+
+    captioner = FunctionCaptioner(colour_of_clip)
+    stages = [
+        SegmentStage(WholeVideo(), ClipRules(0.5, 10.0)),
+        CaptionStage(video_captioner=captioner),
+        DropGreen(),
+        OutputStage(),
+    ]
+    (tmp_path / "in").mkdir()
+    for k, colour in enumerate(("green", "red")):
+        write_video(tmp_path / "in" / f"{colour}.mp4", render_frames(replace(clip_spec(k), colour=colour), 8, SIZE),
+                    FPS)
+    result = curate([tmp_path / "in"], tmp_path / "out", CurationConfig(progress=False), stages=stages)
+    assert result.num_kept == 1 and result.dropped == {"green": 1}
+    rows = [json.loads(line) for line in result.annotations.read_text().splitlines()]
+    assert [r["caption"] for r in rows] == ["a red object moving"]

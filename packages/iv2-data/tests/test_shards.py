@@ -221,3 +221,39 @@ def test_writer_skips_a_fifo_without_blocking(corpus: dict[str, Path], tmp_path:
     worker.join(timeout=60)
     assert not worker.is_alive(), "the shard writer blocked reading a FIFO"
     assert [s["index"] for s in result[0].skipped] == [1] and "not a regular file" in result[0].skipped[0]["error"]
+
+
+def test_looping_stream_reshuffles_every_epoch_and_resumes_exactly(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """loop=True: an endless stream (for a training mixture); every epoch holds each sample once, in a new
+    seeded order, and a state saved in the middle of the second epoch continues exactly."""
+    write_shards(corpus["video_text"], tmp_path, samples_per_shard=1, progress=False)
+    make = lambda: ShardLoader(
+        ShardDataset(tmp_path, "video_text", num_frames=FRAMES, size=SIZE, shuffle=True, shuffle_buffer=2, seed=3),
+        batch_size=1,
+        num_workers=2,
+        loop=True,
+    )
+    reference = []
+    for batch in make():
+        reference.append((int(batch["epoch"][0]), int(batch["index"][0])))
+        if len(reference) == 18:  # three epochs of six
+            break
+    epochs = [[index for epoch, index in reference if epoch == e] for e in range(3)]
+    assert all(sorted(indices) == list(range(6)) for indices in epochs), reference
+    assert len({tuple(indices) for indices in epochs}) > 1  # reshuffled
+    interrupted, seen = make(), []
+    for batch in interrupted:
+        seen.append((int(batch["epoch"][0]), int(batch["index"][0])))
+        if len(seen) == 8:  # two samples into the second epoch
+            break
+    state = json.loads(json.dumps(interrupted.state_dict()))
+    resumed = make()
+    resumed.load_state_dict(state)
+    for batch in resumed:
+        seen.append((int(batch["epoch"][0]), int(batch["index"][0])))
+        if len(seen) == 18:
+            break
+    assert seen == reference
+    one_pass = ShardLoader(ShardDataset(tmp_path, "video_text", seed=3), batch_size=1, num_workers=2)
+    with pytest.raises(ValueError, match="loop"):
+        one_pass.load_state_dict(state)

@@ -1,5 +1,6 @@
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -80,23 +81,38 @@ def test_rerun_skips_finished_outputs_without_rewriting(videos):
 
 
 def test_interrupted_write_leaves_no_partial_output(videos, monkeypatch):
+    """A write killed midway (kill -9) leaves only atomic_write's temporary folder, with safetensors' own hidden
+    temporary file inside: no output. The next run removes that leftover and writes the file."""
     import iv2_encoders.extract as ex
 
     real = ex.write_features
+    finished = subprocess.Popen([sys.executable, "-c", ""])
+    finished.wait()  # its pid names a writer that is no longer running
 
-    def crash(path, tensors, metadata):
-        real(path.with_name("ignored.safetensors"), tensors, metadata)
-        path.with_name(path.name + f".tmp-{os.getpid()}").write_bytes(b"half")  # as if killed mid-write
+    def killed(path, tensors, metadata):
+        leftover = path.parent / f".{path.name}.tmp-{finished.pid}-0123abcd"
+        leftover.mkdir(parents=True)
+        (leftover / ".tmpq1w2e3").write_bytes(b"half")  # what safetensors itself leaves when killed
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ex, "write_features", crash)
+    monkeypatch.setattr(ex, "write_features", killed)
     with pytest.raises(KeyboardInterrupt):
         main(["extract", *ARGS, "--workers", "0", "--output", "out", "data/a"])
     assert not Path("out/data/a/clip.mp4.safetensors").exists()
+    assert [p.name for p in Path("out/data/a").iterdir()] == [f".clip.mp4.safetensors.tmp-{finished.pid}-0123abcd"]
     monkeypatch.setattr(ex, "write_features", real)
     assert main(["extract", *ARGS, "--workers", "0", "--output", "out", "data/a"]) == 0
-    assert Path("out/data/a/clip.mp4.safetensors").is_file()
-    assert not list(Path("out/data/a").glob("*.tmp-*"))
+    assert [p.name for p in Path("out/data/a").iterdir()] == ["clip.mp4.safetensors"]
+
+
+def test_outputs_get_the_umask_permissions(videos):
+    """safetensors writes through a 0o600 temporary file; outputs must get what the umask gives any new file."""
+    old = os.umask(0o022)
+    try:
+        assert main(["extract", *ARGS, "--workers", "0", "--output", "out", "data/a"]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat("out/data/a/clip.mp4.safetensors").st_mode) == 0o644
 
 
 def test_sliding_windows_and_tokens_with_worker_processes(videos, checkpoint):
@@ -106,9 +122,9 @@ def test_sliding_windows_and_tokens_with_worker_processes(videos, checkpoint):
     assert code == 0
     feats = load_file("out/data/a/clip.mp4.safetensors")
     starts = window_starts(12, 5, 3)
-    assert starts == [0, 3, 6]
+    assert starts == [0, 3, 6, 7]  # the last window ends at the last frame (11): the tail is covered
     assert feats["window_frames"].tolist() == [[s, s + 5] for s in starts]
-    assert feats["pooled"].shape == (3, 32) and feats["tokens"].shape == (3, 1 + 4 * 16, 64)
+    assert feats["pooled"].shape == (4, 32) and feats["tokens"].shape == (4, 1 + 4 * 16, 64)
     # window 1 (frames 3..8) by hand: middle frame of 4 segments of 5 frames -> 3 + [0, 1, 2, 3]
     frames = read_frames("data/a/clip.mp4", indices=[3, 4, 5, 6])
     expected = model(CenterCropTransform(56)(frames)[None]).pooled[0]
@@ -120,8 +136,16 @@ def test_sliding_windows_and_tokens_with_worker_processes(videos, checkpoint):
 def test_short_video_gets_one_window_over_all_frames():
     assert window_starts(3, 16, 8) == [0]
     assert window_starts(16, 16, 8) == [0]
-    assert window_starts(17, 16, 8) == [0]
     assert window_starts(24, 16, 8) == [0, 8]
+
+
+def test_windows_cover_the_tail():
+    """--window 3 --stride 2 on 8 frames used to stop at frames 4..6 and never read frame 7."""
+    assert window_starts(8, 3, 2) == [0, 2, 4, 5]
+    assert window_starts(17, 16, 8) == [0, 1]  # frame 16 is in a window
+    for total, window, stride in [(8, 3, 2), (17, 16, 8), (100, 16, 5), (31, 8, 8), (9, 4, 1)]:
+        covered = {f for s in window_starts(total, window, stride) for f in range(s, s + window)}
+        assert covered == set(range(total)), (total, window, stride)
 
 
 def test_outputs_mirror_relative_and_absolute_paths(tmp_path):
@@ -166,3 +190,27 @@ def test_extract_preprocesses_as_the_weights_pretrained_cfg_says(videos):
     torch.testing.assert_close(feats["pooled"], model(clip[None]).pooled[0], rtol=1e-4, atol=1e-5)
     imagenet = model(read_clip("data/b/clip.mp4", 4, 56)[None]).pooled[0]
     assert not torch.allclose(feats["pooled"], imagenet, rtol=1e-3, atol=1e-4)  # the statistics mattered
+
+
+def test_folders_are_searched_with_the_shared_rules_and_passed_over_links_reported(videos, capsys):
+    """One suffix list for every tool (iv2_data.find_media); symlinked folders and dangling links are not read
+    but said, so that a run that found nothing is not silent about why."""
+    only = videos / "only"
+    only.mkdir()
+    os.symlink(videos / "data" / "a", only / "linked")
+    os.symlink(videos / "gone.mp4", only / "dangling.mp4")
+    (only / "song.m4a").write_bytes(b"not a video")  # audio: not an extraction input
+    assert main(["extract", *ARGS, "--workers", "0", "--output", "out", "only"]) == 0
+    err = capsys.readouterr().err
+    assert "linked: a symbolic link to a folder" in err and "dangling.mp4: a dangling symbolic link" in err
+    assert not Path("out/manifest.jsonl").read_text().strip()
+
+
+def test_extract_opens_media_only_through_iv2_data():
+    """iv2_data.open_media is the one place media is opened for reading; extraction decodes through it."""
+    import inspect
+
+    import iv2_encoders.extract as ex
+
+    source = inspect.getsource(ex)
+    assert "av.open" not in source and "import av" not in source and "decord" not in source

@@ -11,12 +11,12 @@ resamples and computes the filter bank. It is imported when first needed.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from iv2_data.media import AudioReadError, MediaSource, open_media
 
 __all__ = [
     "FBANK_MEAN",
@@ -27,6 +27,7 @@ __all__ = [
     "AudioReadError",
     "load_waveform",
     "missing_audio_fbank",
+    "mono_at",
     "read_audio_fbank",
     "waveform_to_fbank",
 ]
@@ -40,18 +41,6 @@ FBANK_MEAN = 15.41663
 FBANK_STD = 6.55582
 
 
-class AudioReadError(OSError):
-    """An audio file (or the audio track of a video) is missing, empty or undecodable. Names the file."""
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        self.path = os.fspath(path)
-        self.problem = problem
-        super().__init__(f"cannot read audio {self.path!r}: {problem}")
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]  # picklable, for DataLoader workers
-        return (type(self), (self.path, self.problem))
-
-
 def _torchaudio() -> Any:
     try:
         import torchaudio
@@ -60,8 +49,8 @@ def _torchaudio() -> Any:
     return torchaudio
 
 
-def load_waveform(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int] | None:
-    """Decode the first audio stream of ``path`` with PyAV.
+def load_waveform(path: MediaSource) -> tuple[torch.Tensor, int] | None:
+    """Decode the first audio stream of ``path`` (a file, or its bytes / a seekable file object) with PyAV.
 
     Returns ``(waveform, sample_rate)`` with ``waveform`` float32 ``(channels, samples)`` in [-1, 1], or ``None``
     when the file has no audio stream (a silent video). Raises :class:`AudioReadError` naming the file when it is
@@ -69,24 +58,12 @@ def load_waveform(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int] | No
     """
     import av
 
-    path = Path(path)
-    if not path.exists():
-        raise AudioReadError(path, "no such file")
-    if path.is_dir():
-        raise AudioReadError(path, "is a directory, not an audio or video file")
-    if not path.is_file():  # a FIFO or device: reading it could block forever
-        raise AudioReadError(path, "not a regular file")
-    if path.stat().st_size == 0:
-        raise AudioReadError(path, "the file is empty (0 bytes)")
-    try:
-        # Tags are irrelevant here: undecodable ones (Latin-1 ID3/INFO tags) must not make the file unreadable.
-        # Local files only, as for video: nothing named like audio may make FFmpeg fetch URLs.
-        with av.open(str(path), metadata_errors="ignore", options={"protocol_whitelist": "file"}) as container:
-            if not container.streams.audio:
-                return None
-            stream = container.streams.audio[0]
-            if stream.codec_context is None:  # a damaged header, or a codec this FFmpeg has no decoder for
-                raise AudioReadError(path, "its audio stream's codec is unknown to FFmpeg (damaged header?)")
+    with open_media(path, "audio") as media:
+        name = media.name
+        stream = media.audio_stream(required=False)
+        if stream is None:
+            return None
+        try:
             # Convert every frame to planar float at the first frame's rate and channel layout; mixing down
             # and resampling to 16 kHz happen in torch so that they match the reference pipeline exactly.
             # A stream whose layout or rate changes midway (broadcast recordings, concatenated files) gets a
@@ -96,7 +73,7 @@ def load_waveform(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int] | No
             output: tuple[str, int] | None = None
             setup: tuple[str, str, int] | None = None
             resampler = None
-            for frame in container.decode(stream):
+            for frame in media.container.decode(stream):
                 if output is None:
                     output = (frame.layout.name, frame.sample_rate or sample_rate)
                     sample_rate = output[1]
@@ -108,14 +85,28 @@ def load_waveform(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int] | No
                 chunks += [c.to_ndarray() for c in resampler.resample(frame)]
             if resampler is not None:
                 chunks += [c.to_ndarray() for c in resampler.resample(None)]
-    except (av.FFmpegError, ValueError) as error:  # PyAV raises ValueError for frames it cannot convert
-        raise AudioReadError(path, f"FFmpeg cannot decode it ({error})") from error
+        except (av.FFmpegError, ValueError) as error:  # PyAV raises ValueError for frames it cannot convert
+            raise AudioReadError(name, f"FFmpeg cannot decode it ({error})") from error
     if not chunks:
-        raise AudioReadError(path, "no audio samples could be decoded")
+        raise AudioReadError(name, "no audio samples could be decoded")
     waveform = torch.from_numpy(np.concatenate(chunks, axis=1).astype(np.float32, copy=False))
     if not sample_rate:
-        raise AudioReadError(path, "the audio stream has no sample rate")
+        raise AudioReadError(name, "the audio stream has no sample rate")
     return waveform, int(sample_rate)
+
+
+def mono_at(waveform: torch.Tensor, sample_rate: int, target_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """``(samples,)`` float32: the mean of the channels of a ``(channels, samples)`` waveform, resampled to
+    ``target_rate`` (torchaudio's sinc resampler) — the first two steps of the official fbank pipeline."""
+    torchaudio = _torchaudio()
+    if waveform.dim() == 1:
+        waveform = waveform.unsqueeze(0)
+    if waveform.dim() != 2 or waveform.shape[1] == 0:
+        raise ValueError(f"waveform must be (channels, samples) with samples > 0, got {tuple(waveform.shape)}")
+    mono = waveform.float().mean(dim=0, keepdim=True)
+    if sample_rate != target_rate:
+        mono = torchaudio.functional.resample(mono, orig_freq=sample_rate, new_freq=target_rate)
+    return mono[0]
 
 
 def waveform_to_fbank(
@@ -132,13 +123,7 @@ def waveform_to_fbank(
     random offset when ``random_crop``, as in training, else from the start); shorter audio is zero-padded.
     """
     torchaudio = _torchaudio()
-    if waveform.dim() == 1:
-        waveform = waveform.unsqueeze(0)
-    if waveform.dim() != 2 or waveform.shape[1] == 0:
-        raise ValueError(f"waveform must be (channels, samples) with samples > 0, got {tuple(waveform.shape)}")
-    mono = waveform.float().mean(dim=0, keepdim=True)
-    if sample_rate != SAMPLE_RATE:
-        mono = torchaudio.functional.resample(mono, orig_freq=sample_rate, new_freq=SAMPLE_RATE)
+    mono = mono_at(waveform, sample_rate)[None]
     target = round(max_seconds * SAMPLE_RATE)
     length = mono.shape[1]
     if length > target:
@@ -162,7 +147,7 @@ def waveform_to_fbank(
 
 
 def read_audio_fbank(
-    path: str | os.PathLike[str],
+    path: MediaSource,
     *,
     max_seconds: float = MAX_SECONDS,
     random_crop: bool = False,

@@ -2,15 +2,17 @@
 
 Writing (``iv2-data shard`` or :func:`write_shards`): record ``i`` of the annotation file goes to shard
 ``i // samples_per_shard`` as ``{i:09d}.json`` (the record) plus one member per media file, named after its
-record key and suffix (``{i:09d}.video.mp4``, ``{i:09d}.audio.wav``). A shard is written to a temporary name
-and renamed when complete, and ``manifest.json`` lists the finished shards, so a rerun continues where an
-interrupted one stopped. Records whose media cannot be read are listed under ``skipped``, not written.
+record key and suffix (``{i:09d}.video.mp4``, ``{i:09d}.audio.wav``). A shard is written with
+:func:`~iv2_data.atomic_write` (complete or absent), and ``manifest.json`` lists the finished shards, so a rerun
+continues where an interrupted one stopped. Records whose media cannot be read are listed under ``skipped``.
 
 Reading (:class:`ShardDataset`): shards are split over ranks and DataLoader workers, optionally shuffled per
-epoch (the shard order and a shuffle buffer, both seeded), and each sample is decoded in the worker by the
-same ``build_sample`` as the map-style datasets, so both yield the same dicts. Every sample carries its
-reader position; :class:`ShardLoader` turns those into a ``state_dict`` that resumes the stream exactly
-(the restored workers replay their tar streams and drop what was consumed, without decoding it).
+epoch (the shard order and a shuffle buffer, both seeded), and each sample is decoded in the worker, from the
+tar member in memory, by the same sample builder as the map-style datasets (:mod:`iv2_data.samples`), so both
+yield the same dicts. With ``loop=True`` every reader goes on to the next epoch (reshuffled) instead of
+stopping: an endless stream for a training mixture. Every sample carries its reader, epoch and position;
+:class:`ShardLoader` turns those into a ``state_dict`` that resumes the stream exactly (the restored workers
+replay their tar streams and drop what was consumed, without decoding it).
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ import json
 import logging
 import os
 import random
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +30,13 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from iv2_data._progress import progress as progress_bar
 from iv2_data.annotations import load_annotations
-from iv2_data.datasets import AnnotationDataset, collate
+from iv2_data.datasets import AnnotationDataset, collate, split_read_options
+from iv2_data.files import atomic_write, remove_leftovers
+from iv2_data.media import media_bytes, read_media_bytes
+from iv2_data.progress import progress as progress_bar
+from iv2_data.reading import AudioReadConfig, BrokenSamplePolicy, BrokenSamples, FileMedia, VideoReadConfig
+from iv2_data.samples import SampleBuilder, sample_builder
 
 __all__ = ["MEDIA_KEYS", "ShardDataset", "ShardLoader", "ShardManifest", "write_shards"]
 
@@ -92,9 +96,8 @@ class ShardManifest:
             raise ValueError(f"shard manifest {path} is not valid JSON: {error}") from error
 
     def save(self) -> None:
-        partial = self.path.with_suffix(".json.partial")
-        partial.write_text(json.dumps(self.data, indent=1))
-        os.replace(partial, self.path)
+        with atomic_write(self.path, "w", encoding="utf-8") as sink:
+            sink.write(json.dumps(self.data, indent=1))
 
 
 def write_shards(
@@ -120,6 +123,7 @@ def write_shards(
     root = Path(media_root) if media_root is not None else annotations.parent
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out)  # shards and manifests of a killed run
     settings = {
         "annotation": str(annotations.resolve()),
         "num_records": len(records),
@@ -151,21 +155,20 @@ def write_shards(
             continue
         first = shard * samples_per_shard
         chunk = records[first : first + samples_per_shard]
-        partial = out / (name + ".partial")
         written, skipped = 0, []
-        with wds.TarWriter(str(partial)) as sink:
+        with atomic_write(out / name, "wb") as stream, wds.TarWriter(stream) as sink:
             for offset, record in enumerate(chunk):
                 index = first + offset
                 try:
                     sample = _pack(record, index, root, media_keys)
                 except OSError as error:
-                    skipped.append({"index": index, "path": str(error.filename or ""), "error": str(error)})
+                    where = getattr(error, "path", None) or error.filename or ""
+                    skipped.append({"index": index, "path": str(where), "error": str(error)})
                     logger.warning("shard writer: skipping record %d of %s: %s", index, annotations, error)
                 else:
                     sink.write(sample)
                     written += 1
                 bar.update(1)
-        os.replace(partial, out / name)
         manifest.data["shards"].append(
             {
                 "name": name,
@@ -195,11 +198,7 @@ def _pack(record: Mapping[str, Any], index: int, root: Path, media_keys: Sequenc
         if not isinstance(value, str):
             raise ValueError(f"record {index}: media key {key!r} must be a path string, got {value!r}")
         path = Path(value) if Path(value).is_absolute() else root / value
-        if path.exists() and not path.is_file():  # reading a FIFO with no writer would block forever
-            raise OSError(0, "not a regular file (a directory, FIFO or device)", str(path))
-        data = path.read_bytes()  # raises FileNotFoundError (an OSError) naming the file
-        if not data:
-            raise OSError(0, "empty media file", str(path))
+        data = read_media_bytes(path)  # a MediaReadError (OSError) naming the file: missing, FIFO, empty...
         suffix = f"{key}{path.suffix.lower() or '.bin'}"
         sample[suffix] = data
         members[key] = suffix
@@ -230,68 +229,108 @@ def _identity(source: Iterable[Any]) -> Iterable[Any]:
 
 
 class ShardDataset(IterableDataset):
-    """Stream samples from tar shards, decoded by ``builder`` (a map-style dataset used as a template, e.g.
-    ``VideoTextDataset([], num_frames=8, size=224, train=True)``: its settings and ``build_sample`` apply).
+    """Stream samples from tar shards.
 
-    ``shards``: a folder with ``manifest.json``, the manifest, one tar, or a list of tars. Shards are dealt to
-    the ``world_size × num_workers`` readers round-robin after a seeded per-epoch shuffle (``shuffle=True``);
-    ``shuffle_buffer`` > 0 also shuffles samples within a reader. Broken samples follow the builder's
-    :class:`~iv2_data.datasets.BrokenSamplePolicy`.
+    ``shards``: a folder with ``manifest.json``, the manifest, one tar, or a list of tars. ``builder`` says
+    what a sample is: a kind name (``"video_text"``; the remaining keyword ``options`` configure its builder),
+    a :class:`~iv2_data.samples.SampleBuilder`, or a map-style dataset whose builder, read configs and
+    broken-sample counts are used. ``video``/``audio`` (or their shorthands ``num_frames``, ``size``, ``train``…)
+    say how media is read::
+
+        ShardDataset("shards/", "video_text", num_frames=8, size=224, train=True, shuffle=True)
+
+    Shards are dealt to the ``world_size × num_workers`` readers round-robin after a seeded per-epoch shuffle
+    (``shuffle=True``); ``shuffle_buffer`` > 0 also shuffles samples within a reader. ``loop=True`` streams
+    endlessly: each reader goes on with its shards of the next epoch (a new shuffle) when it runs out.
+    Unreadable samples follow the :class:`~iv2_data.BrokenSamplePolicy` (``broken``).
     """
 
     def __init__(
         self,
         shards: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-        builder: AnnotationDataset,
+        builder: str | SampleBuilder | AnnotationDataset,
         *,
+        video: VideoReadConfig | None = None,
+        audio: AudioReadConfig | None = None,
+        broken: BrokenSamplePolicy | None = None,
         shuffle: bool = False,
         shuffle_buffer: int = 0,
         seed: int = 0,
         epoch: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        loop: bool = False,
+        **options: Any,
     ) -> None:
         self.urls = _resolve_shards(shards)
         if not self.urls:
             raise ValueError(f"no shards found in {shards}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-        self.builder = builder
+        if isinstance(builder, AnnotationDataset):  # a map-style dataset as the template: share its settings
+            if options or video or audio or broken:
+                raise TypeError("with a dataset as the builder, configure that dataset instead")
+            self.builder, self.video, self.audio = builder.builder, builder.video, builder.audio
+            self.guard = builder.guard
+        else:
+            self.video, self.audio, options = split_read_options(dict(options), video, audio)
+            if isinstance(builder, str):
+                builder = sample_builder(builder, **options)
+            elif options:
+                raise TypeError(f"unexpected options {sorted(options)}: configure the builder passed instead")
+            self.builder = builder
+            self.guard = BrokenSamples(broken, owner=f"ShardDataset of {self.urls[0]}…")
         self.shuffle = shuffle
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
         self.epoch = epoch
         self.rank = rank
         self.world_size = world_size
-        self.skip: dict[int, int] = {}  # reader id -> samples already consumed this epoch
+        self.loop = loop
+        # reader id -> (epoch, samples of that epoch already consumed): where each reader resumes.
+        self.skip: dict[int, tuple[int, int]] = {}
         # DataLoader worker w plays reader (w + rotation) % num_workers: on resume, the worker the DataLoader
         # asks first is the one whose turn it was, so the interleaving of readers continues unchanged.
         self.worker_rotation = 0
 
+    @property
+    def stats(self):  # type: ignore[no-untyped-def]
+        return self.guard.stats
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def shards_for(self, reader: int, num_readers: int) -> list[str]:
+    def shards_for(self, reader: int, num_readers: int, epoch: int | None = None) -> list[str]:
+        """The shards reader ``reader`` of ``num_readers`` reads in ``epoch`` (default: the current one)."""
+        epoch = self.epoch if epoch is None else epoch
         order = list(range(len(self.urls)))
         if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch, 0x5A]).permutation(len(self.urls)).tolist()
+            order = np.random.default_rng([self.seed, epoch, 0x5A]).permutation(len(self.urls)).tolist()
         return [self.urls[i] for i in order[reader::num_readers]]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        wds = _webdataset()
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         num_readers = self.world_size * num_workers
         reader = self.rank * num_workers + (worker + self.worker_rotation) % num_workers
-        urls = self.shards_for(reader, num_readers)
-        if not urls:
-            logger.warning(
-                "shard reader %d of %d has no shard (%d shards): write more, smaller shards",
-                reader,
-                num_readers,
-                len(self.urls),
-            )
-            return
+        epoch, to_skip = self.skip.get(reader, (self.epoch, 0))
+        while True:
+            urls = self.shards_for(reader, num_readers, epoch)
+            if not urls:
+                logger.warning(
+                    "shard reader %d of %d has no shard (%d shards): write more, smaller shards",
+                    reader,
+                    num_readers,
+                    len(self.urls),
+                )
+                return
+            yield from self._read(urls, reader, epoch, to_skip)
+            if not self.loop:
+                return
+            epoch, to_skip = epoch + 1, 0
+
+    def _read(self, urls: list[str], reader: int, epoch: int, to_skip: int) -> Iterator[dict[str, Any]]:
+        wds = _webdataset()
         # Splitting is done above, deterministically, so webdataset's own splitters are turned off.
         pipeline = wds.WebDataset(
             urls,
@@ -301,26 +340,20 @@ class ShardDataset(IterableDataset):
             empty_check=False,
         )
         if self.shuffle_buffer > 0:
-            seed = int(np.random.default_rng([self.seed, self.epoch, reader, 0x5B]).integers(2**62))
-            rng = random.Random(seed)
-            pipeline = pipeline.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng)
-        to_skip = self.skip.get(reader, 0)
-        scratch = Path(tempfile.mkdtemp(prefix="iv2-shard-"))
-        try:
-            for position, raw in enumerate(pipeline, start=1):
-                if position <= to_skip:
-                    continue
-                sample = self._decode(raw, scratch)
-                if sample is None:
-                    continue
-                sample["reader"] = reader
-                sample["reader_position"] = position
-                sample["epoch"] = self.epoch
-                yield sample
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            seed = int(np.random.default_rng([self.seed, epoch, reader, 0x5B]).integers(2**62))
+            pipeline = pipeline.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(seed))
+        for position, raw in enumerate(pipeline, start=1):
+            if position <= to_skip:
+                continue
+            sample = self._decode(raw)
+            if sample is None:
+                continue
+            sample["reader"] = reader
+            sample["reader_position"] = position
+            sample["epoch"] = epoch
+            yield sample
 
-    def _decode(self, raw: dict[str, Any], scratch: Path) -> dict[str, Any] | None:
+    def _decode(self, raw: dict[str, Any]) -> dict[str, Any] | None:
         where = f"{raw.get('__url__', '?')}:{raw.get('__key__', '?')}"
         try:
             record = json.loads(raw["json"])
@@ -329,47 +362,53 @@ class ShardDataset(IterableDataset):
             missing = [suffix for suffix in members.values() if suffix not in raw]
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             # A sample without (valid) metadata: a damaged shard or a tar not written by write_shards.
-            self.builder.record_failure(where, OSError(f"no valid iv2 metadata in the shard sample ({error!r})"))
+            self.guard.failure(where, OSError(f"no valid iv2 metadata in the shard sample ({error!r})"))
             return None
         name = record.get("video") or record.get("image") or record.get("audio")
         where = f"{where} ({name})"
         if missing:  # the tar lost a member (cut short, or edited): a broken sample like an unreadable file
-            self.builder.record_failure(where, OSError(f"shard sample lacks its member(s) {missing}"))
+            self.guard.failure(where, OSError(f"shard sample lacks its member(s) {missing}"))
             return None
-        media: dict[str, Path] = {}
-        for key, suffix in members.items():
-            # Decoders take paths; the bytes live in a per-reader scratch file only while decoding.
-            path = scratch / f"{raw['__key__']}.{suffix}"
-            path.write_bytes(raw[suffix])
-            media[key] = path
+        # The decoders read the members from memory; their messages name the shard and the member.
+        prefix = f"{raw.get('__url__', '?')}:{raw['__key__']}"
+        sources = {key: media_bytes(raw[suffix], f"{prefix}.{suffix}") for key, suffix in members.items()}
         try:
-            sample = self.builder.build_sample(record, media, index)
+            sample = self.builder.build(record, index, FileMedia(sources, self.video, self.audio, record), where)
         except OSError as error:
-            self.builder.record_failure(where, error)
+            self.guard.failure(where, error)
             return None
-        finally:
-            for path in media.values():
-                path.unlink(missing_ok=True)
-        self.builder.stats.attempts += 1
+        self.guard.success()
         return sample
 
 
 class ShardLoader:
     """A DataLoader over a :class:`ShardDataset` that tracks what was consumed, for exact resume.
 
-    ``state_dict()`` → ``{"epoch", "seed", "batches", "num_readers", "consumed": {reader: samples}}``;
-    ``load_state_dict`` (same ranks and workers, else a ``ValueError``) continues there: the same samples in
-    the same order (exact while every worker still has data; once one runs dry near the end of an epoch the
-    DataLoader's interleaving shifts, though no sample is lost or repeated). Iterating runs one epoch (then
-    the next call starts the following one).
+    ``state_dict()`` → ``{"epoch", "seed", "batches", "num_readers", "consumed": {reader: samples},
+    "reader_epochs": {reader: epoch}}``; ``load_state_dict`` (same ranks and workers, else a ``ValueError``)
+    continues there: the same samples in the same order (exact while every worker still has data; once one
+    runs dry near the end of an epoch the DataLoader's interleaving shifts, though no sample is lost or
+    repeated). Without looping, iterating runs one epoch (the next iteration starts the following one); with
+    ``loop=True`` (or a looping dataset) it never ends and every reader moves on to its next epoch's shards by
+    itself, so the interleaving stays exact.
     """
 
-    def __init__(self, dataset: ShardDataset, batch_size: int, num_workers: int = 0, **loader_kwargs: Any) -> None:
+    def __init__(
+        self,
+        dataset: ShardDataset,
+        batch_size: int,
+        num_workers: int = 0,
+        *,
+        loop: bool | None = None,
+        **loader_kwargs: Any,
+    ) -> None:
         self.dataset = dataset
+        if loop is not None:
+            dataset.loop = loop
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.loader_kwargs = {"collate_fn": collate, **loader_kwargs}
-        self.consumed: dict[int, int] = {}
+        self.consumed: dict[int, tuple[int, int]] = {}  # reader -> (epoch, position) of its last sample handed out
         self.batches = 0
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -379,8 +418,11 @@ class ShardLoader:
             self.dataset, batch_size=self.batch_size, num_workers=self.num_workers, **self.loader_kwargs
         )
         for batch in loader:
-            for reader, position in zip(_as_list(batch["reader"]), _as_list(batch["reader_position"])):
-                self.consumed[int(reader)] = max(self.consumed.get(int(reader), 0), int(position))
+            for reader, position, epoch in zip(
+                _as_list(batch["reader"]), _as_list(batch["reader_position"]), _as_list(batch["epoch"])
+            ):
+                mark = (int(epoch), int(position))
+                self.consumed[int(reader)] = max(self.consumed.get(int(reader), mark), mark)
             self.batches += 1
             yield batch
         self.consumed, self.batches = {}, 0
@@ -397,7 +439,9 @@ class ShardLoader:
             "seed": self.dataset.seed,
             "batches": self.batches,
             "num_readers": self.num_readers,
-            "consumed": {str(k): v for k, v in self.consumed.items()},
+            "loop": self.dataset.loop,
+            "consumed": {str(k): position for k, (_, position) in self.consumed.items()},
+            "reader_epochs": {str(k): epoch for k, (epoch, _) in self.consumed.items()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -413,8 +457,13 @@ class ShardLoader:
                 f"the shard loader state was saved with {state['num_readers']} readers (world_size × num_workers), "
                 f"this loader has {self.num_readers}; resume with the same ranks and workers"
             )
-        self.dataset.set_epoch(int(state["epoch"]))
-        self.consumed = {int(k): int(v) for k, v in state["consumed"].items()}
+        if "loop" in state and bool(state["loop"]) != self.dataset.loop:
+            raise ValueError(f"the shard loader state was saved with loop={state['loop']}, this one has "
+                             f"loop={self.dataset.loop}; the epochs would not line up")
+        epoch = int(state["epoch"])
+        self.dataset.set_epoch(epoch)
+        epochs = state.get("reader_epochs", {})
+        self.consumed = {int(k): (int(epochs.get(k, epoch)), int(v)) for k, v in state["consumed"].items()}
         self.batches = int(state.get("batches", 0))
 
 

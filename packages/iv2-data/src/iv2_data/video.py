@@ -13,98 +13,34 @@ seeks to the keyframe before a wanted frame when that skips decoding, and otherw
 from __future__ import annotations
 
 import bisect
-import io
 import itertools
-import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
 
 import av
 import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
+from iv2_data.media import MediaSource, VideoReadError, open_media
+from iv2_data.sampling import SAMPLING_MODES, sample_frame_indices
 from iv2_data.transforms import CenterCropTransform, RandomResizedCropTransform
 
 __all__ = [
     "SAMPLING_MODES",
     "VideoInfo",
     "VideoReadError",
+    "iter_frames",
     "probe_video",
     "read_clip",
     "read_frames",
     "sample_frame_indices",
 ]
 
-SAMPLING_MODES = ("middle", "random", "get_index")
-
 # A decode error on a packet is tolerated (the frame is skipped) up to this many times in a row; a file that
 # fails more often than that is treated as undecodable rather than decoded on and on.
 _MAX_CONSECUTIVE_DECODE_ERRORS = 16
-
-
-class VideoReadError(OSError):
-    """A video file could not be read; the message names the file and what is wrong with it."""
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        self.path = os.fspath(path)
-        self.problem = problem
-        super().__init__(f"cannot read video {self.path!r}: {problem}")
-
-    def __reduce__(self):  # keep pickling (DataLoader workers send exceptions back) working
-        return (type(self), (self.path, self.problem))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Sampling
-
-
-def sample_frame_indices(
-    num_video_frames: int,
-    num_frames: int,
-    sampling: str = "middle",
-    *,
-    generator: torch.Generator | None = None,
-) -> list[int]:
-    """Which ``num_frames`` frames of a video with ``num_video_frames`` frames to read, in order.
-
-    The video is cut into ``num_frames`` segments with integer edges ``linspace(0, N, n + 1)``:
-
-    - ``"middle"``: the middle frame of each segment, ``(a + b - 1) // 2`` for segment ``[a, b)`` — the
-      official InternVideo2 (stage 2) retrieval and zero-shot evaluation rule.
-    - ``"random"``: a uniformly random frame of each segment (TSN-style training sampling). The official
-      ``rand`` draws from ``range(a, b - 1)``, which never picks a segment's last frame and fails on
-      one-frame segments; we draw from the whole segment.
-    - ``"get_index"``: ``int(s / 2) + round(s * i)`` with ``s = (N - 1) / n`` — the ``get_index`` rule of
-      the official VideoChat2 / InternVideo2-chat code.
-
-    A video with fewer frames than asked (N < n): the segment rules take every frame once and pad with the
-    last one, as the official code does (N = 3, n = 8 → 0 1 2 2 2 2 2 2); ``"get_index"`` repeats frames
-    along the way (0 0 0 1 1 1 2 2). The result always has ``num_frames`` non-decreasing indices in
-    ``[0, N)``. Edges are computed as the official code does, with numpy's floating-point ``linspace``
-    (which can put an edge one frame lower than exact arithmetic).
-    """
-    if num_video_frames < 1:
-        raise ValueError(f"num_video_frames must be >= 1, got {num_video_frames}")
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    n, total = num_frames, num_video_frames
-    if sampling == "get_index":
-        seg = (total - 1) / n
-        return [min(int(seg / 2) + round(seg * i), total - 1) for i in range(n)]
-    if sampling not in ("middle", "random"):
-        raise ValueError(f"unknown sampling {sampling!r}; expected one of {SAMPLING_MODES}")
-    segments = min(n, total)
-    # The official code's edges, floating-point rounding included (linspace(0, 30, 23)[11] is 14.999...).
-    edges = np.linspace(0, total, segments + 1).astype(int).tolist()
-    if sampling == "middle":
-        out = [(a + b - 1) // 2 for a, b in itertools.pairwise(edges)]
-    else:
-        draws = torch.rand(segments, generator=generator, dtype=torch.float64).tolist()
-        out = [a + min(int(u * (b - a)), b - a - 1) for (a, b), u in zip(itertools.pairwise(edges), draws)]
-    return out + [out[-1]] * (n - segments)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -131,87 +67,6 @@ class VideoInfo:
 # Containers whose packet timestamps are not presentation timestamps: AVI stores none, so FFmpeg numbers its
 # packets in decode order, which differs from display order as soon as there are B-frames.
 _UNORDERED_TIMESTAMP_FORMATS = {"avi"}
-
-
-VideoSource = str | os.PathLike[str] | bytes | BinaryIO  # a path, or the bytes of a video in memory
-
-
-def _as_source(video: VideoSource) -> tuple[str, str | BinaryIO]:
-    """``(name for messages, what av.open gets)``; bytes and file objects are read in memory."""
-    if isinstance(video, (bytes, bytearray, memoryview)):
-        return "<bytes>", io.BytesIO(bytes(video))
-    if hasattr(video, "read"):
-        return str(getattr(video, "name", "<file object>")), video
-    path = os.fspath(video)
-    return path, path
-
-
-def _open(name: str, source: str | BinaryIO) -> av.container.InputContainer:
-    if isinstance(source, str):
-        if not os.path.exists(source):
-            raise VideoReadError(name, "no such file")
-        if os.path.isdir(source):
-            raise VideoReadError(name, "is a directory, not a video file")
-        if not os.path.isfile(source):  # a FIFO or device would block or never end
-            raise VideoReadError(name, "not a regular file")
-        if os.path.getsize(source) == 0:
-            raise VideoReadError(name, "the file is empty (0 bytes)")
-    else:
-        try:
-            size = source.seek(0, io.SEEK_END)
-            source.seek(0)
-        except (OSError, ValueError) as e:
-            raise VideoReadError(name, f"the file object cannot seek ({e}); pass a path or bytes") from e
-        if size == 0:
-            raise VideoReadError(name, "the file is empty (0 bytes)")
-    try:
-        # A local "video" must never make FFmpeg fetch URLs (a playlist renamed .mp4 would): local files only.
-        return av.open(source, mode="r", metadata_errors="ignore", options={"protocol_whitelist": "file"})
-    except av.error.InvalidDataError as e:
-        raise VideoReadError(name, _diagnose_unopenable(source)) from e
-    except (av.error.FFmpegError, OSError) as e:
-        raise VideoReadError(name, f"FFmpeg cannot open it ({getattr(e, 'strerror', None) or e})") from e
-
-
-def _diagnose_unopenable(source: str | BinaryIO) -> str:
-    """Say what a file FFmpeg rejects looks like, from its first bytes."""
-    try:
-        if isinstance(source, str):
-            with open(source, "rb") as f:
-                head = f.read(4096)
-        else:
-            source.seek(0)
-            head = source.read(4096)
-    except OSError as e:
-        return f"cannot read its bytes ({e.strerror})"
-    if head[4:8] == b"ftyp":
-        return "an MP4/MOV file that is truncated or damaged (its index, the 'moov' box, is missing)"
-    if head[:4] == b"\x1a\x45\xdf\xa3":
-        return "a Matroska/WebM file that is truncated or damaged"
-    if head[:4] == b"RIFF":
-        return "a RIFF (AVI/WAV) file that is truncated or damaged"
-    try:
-        text = head.decode("utf-8")
-        if sum(c.isprintable() or c.isspace() for c in text) >= 0.95 * len(text):
-            return "a text file, not a video"
-    except UnicodeDecodeError:
-        pass
-    return "not a video: FFmpeg recognises no container format in its bytes (garbled or random data?)"
-
-
-def _video_stream(container: av.container.InputContainer, path: str) -> av.video.stream.VideoStream:
-    streams = [
-        s
-        for s in container.streams.video
-        if not (s.disposition & av.stream.Disposition.attached_pic)  # cover art in audio files
-    ]
-    if not streams:
-        kinds = sorted({s.type for s in container.streams}) or ["none"]
-        raise VideoReadError(path, f"no video stream (streams: {', '.join(kinds)})")
-    decodable = [s for s in streams if s.codec_context is not None]
-    if not decodable:  # a damaged header, or a codec this FFmpeg build has no decoder for
-        raise VideoReadError(path, "its video stream's codec is unknown to FFmpeg (damaged header?)")
-    return decodable[0]
 
 
 def _scan(container: av.container.InputContainer, stream, path: str) -> VideoInfo:
@@ -265,11 +120,10 @@ def _scan(container: av.container.InputContainer, stream, path: str) -> VideoInf
     )
 
 
-def probe_video(path: VideoSource) -> VideoInfo:
+def probe_video(path: MediaSource) -> VideoInfo:
     """Frame count, size, codec and timestamps of a video's first video stream (demuxes, never decodes)."""
-    name, source = _as_source(path)
-    with _open(name, source) as container:
-        return _scan(container, _video_stream(container, name), name)
+    with open_media(path, "video") as media:
+        return _scan(media.container, media.video_stream(), media.name)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -344,8 +198,11 @@ class _Decoder:
             yield from frames
 
 
-def _to_rgb(frame, auto_rotate: bool = True) -> np.ndarray:
-    rgb = frame.to_ndarray(format="rgb24")
+def _to_rgb(
+    frame, auto_rotate: bool = True, pixel_format: str = "rgb24", size: tuple[int, int] | None = None
+) -> np.ndarray:
+    width, height = size if size is not None else (None, None)
+    rgb = frame.to_ndarray(format=pixel_format, width=width, height=height)
     if auto_rotate and frame.rotation:
         # The display matrix (phone videos) says how to turn the coded picture to show it upright;
         # ``rotation`` is that angle counter-clockwise, which is what np.rot90 turns by.
@@ -362,7 +219,7 @@ def _prepare(stream, threads: int | None) -> None:
 
 
 def read_frames(
-    path: VideoSource,
+    path: MediaSource,
     num_frames: int = 8,
     sampling: str = "middle",
     *,
@@ -383,10 +240,9 @@ def read_frames(
     many as it sees fit; the default ``None`` means 1 inside a DataLoader worker, else 0). ``auto_rotate``
     turns frames of videos with a display rotation (phone videos) upright, as players show them.
     """
-    path, source = _as_source(path)
     by_index = None
-    with _open(path, source) as container:
-        stream = _video_stream(container, path)
+    with open_media(path, "video") as media:
+        container, stream, path = media.container, media.video_stream(), media.name
         info = _scan(container, stream, path)
         if indices is None:
             indices = sample_frame_indices(info.num_frames, num_frames, sampling, generator=generator)
@@ -407,10 +263,10 @@ def read_frames(
                 by_index = None
     if by_index is None:
         # No usable timestamps (or seeking misbehaved): decode from the start of a fresh demuxer, counting.
-        with _open(path, source) as container:
-            stream = _video_stream(container, path)
+        with media.reopen() as fresh:
+            stream = fresh.video_stream()
             _prepare(stream, threads)
-            decoder = _Decoder(container, stream, path, auto_rotate=auto_rotate)
+            decoder = _Decoder(fresh.container, stream, path, auto_rotate=auto_rotate)
             by_index = _decode_by_count(decoder, wanted)
     if not by_index:
         detail = f" (last error: {decoder.last_error})" if decoder.last_error else ""
@@ -526,12 +382,41 @@ def _decode_by_count(decoder: _Decoder, wanted: list[int]) -> dict[int, np.ndarr
     return out
 
 
+def iter_frames(
+    path: MediaSource,
+    *,
+    pixel_format: str = "rgb24",
+    size: tuple[int, int] | None = None,
+    threads: int | None = None,
+    auto_rotate: bool = True,
+) -> Iterator[tuple[float | None, np.ndarray]]:
+    """Every frame of the first video stream, in order, as ``(seconds, array (H, W, 3))``.
+
+    For tools that need the whole video (scene detection, shot-boundary models). ``pixel_format`` is any
+    FFmpeg packed format (``"rgb24"``, ``"bgr24"`` for OpenCV-based code); ``size`` ``(width, height)``
+    resizes in FFmpeg's converter (the coded picture, before a display rotation is applied). Packets that
+    fail to decode are skipped, as :func:`read_frames` does; a file of which no frame decodes raises
+    :class:`VideoReadError`. ``seconds`` is ``None`` for a frame without a timestamp.
+    """
+    with open_media(path, "video") as media:
+        stream = media.video_stream()
+        _prepare(stream, threads)
+        decoder = _Decoder(media.container, stream, media.name, auto_rotate=auto_rotate)
+        count = 0
+        for frame in decoder.frames():
+            count += 1
+            yield frame.time, _to_rgb(frame, auto_rotate, pixel_format, size)
+        if count == 0:
+            detail = f" (last error: {decoder.last_error})" if decoder.last_error else ""
+            raise VideoReadError(media.name, f"no frame of its video stream could be decoded{detail}")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The one-call API
 
 
 def read_clip(
-    path: VideoSource,
+    path: MediaSource,
     num_frames: int = 8,
     size: int = 224,
     sampling: str = "middle",

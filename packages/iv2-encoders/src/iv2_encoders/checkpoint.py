@@ -30,7 +30,6 @@ import math
 import os
 import pickle
 import re
-import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -343,30 +342,13 @@ def load_checkpoint(
 
 
 # ------------------------------------------------------------------------------------------------- writing
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp)`` for a temporary name beside ``path`` (ours: ``<name>.tmp-<pid>-<random>``), then
-    rename it over ``path``; on failure the temporary file is removed. Files get the umask's permissions
-    (unlike ``mkstemp``'s 0600)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
-    try:
-        # the mode a new file gets under the umask, read off a file we create; writers such as safetensors'
-        # save_file create theirs 0600, so it is set again after writing
-        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-        mode = stat.S_IMODE(tmp.stat().st_mode)
-        write(str(tmp))
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_checkpoint(model: VideoEncoder, path: str | os.PathLike) -> None:
-    """Write the encoder's weights as safetensors, atomically (see :func:`atomic_write`)."""
+    """Write the encoder's weights as safetensors (:func:`iv2_data.atomic_write`: complete or absent, with the
+    umask's permissions)."""
     from safetensors.torch import save_file
 
+    from iv2_data import atomic_write
+
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    metadata = {"format": "pt", "iv2_config": json.dumps(model.cfg.to_dict())}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    with atomic_write(path) as partial:
+        save_file(tensors, str(partial), metadata={"format": "pt", "iv2_config": json.dumps(model.cfg.to_dict())})

@@ -1,14 +1,14 @@
 """Feature extraction over many videos: ``iv2-encoders extract``.
 
 Decoding runs in DataLoader worker processes, overlapped with the model; clips of several videos are
-batched together. Each video gets one safetensors file (written to a temporary name, then renamed, so an
+batched together. Each video gets one safetensors file (written with :func:`iv2_data.atomic_write`, so an
 interrupted run never leaves a half-written output) whose path mirrors the input's path; ``manifest.jsonl``
-gets one row per input. A broken video is recorded and the run goes on; a rerun skips finished outputs.
+(an :class:`iv2_data.JsonlManifest`) gets one row per input. A broken video is recorded and the run goes on;
+a rerun skips finished outputs.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,29 +18,27 @@ from pathlib import Path, PurePath
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from iv2_data import (
+    JsonlManifest,
+    MediaSearch,
+    atomic_write,
+    find_media,
+    remove_leftovers,
+    sliding_windows,
+    window_frame_indices,
+)
+
 from .config import IMAGENET_MEAN, IMAGENET_STD
 
-VIDEO_EXTENSIONS = frozenset(
-    [".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".wmv", ".mpg", ".mpeg", ".ts", ".3gp", ".ogv", ".gif"]
-)
 MANIFEST = "manifest.jsonl"
 
 
 # ----------------------------------------------------------------------------------------------- inputs
-def collect_inputs(inputs: Iterable[str | os.PathLike], extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[Path]:
-    """Files as given; folders searched recursively for files with a video extension. Sorted, unique.
-    A path that does not exist is kept: it is reported as an error row, like any unreadable input."""
-    exts = {e.lower() for e in extensions}
-    found: dict[str, Path] = {}
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            for sub in sorted(path.rglob("*")):
-                if sub.is_file() and sub.suffix.lower() in exts:
-                    found.setdefault(os.fspath(sub), sub)
-        else:
-            found.setdefault(os.fspath(path), path)
-    return list(found.values())
+def find_inputs(inputs: Iterable[str | os.PathLike]) -> MediaSearch:
+    """Files as given; folders searched recursively for video files (:func:`iv2_data.find_media`: one suffix
+    list for every tool, symlinked folders and dangling links reported as skipped). A path that does not exist
+    is kept: it is reported as an error row, like any unreadable input."""
+    return find_media(inputs, ("video",))
 
 
 def relative_output(path: Path) -> PurePath:
@@ -87,34 +85,29 @@ class ClipSpec:
 
 
 def window_starts(num_video_frames: int, window: int, stride: int) -> list[int]:
-    """Start frames of sliding windows; a video shorter than one window gets one window over all of it."""
-    if num_video_frames <= window:
-        return [0]
-    return list(range(0, num_video_frames - window + 1, stride))
+    """Start frames of the sliding windows (:func:`iv2_data.sliding_windows`: the last one ends at the last frame,
+    so the tail is covered); a video shorter than one window gets one window over all of it."""
+    return [start for start, _ in sliding_windows(num_video_frames, window, stride)]
 
 
 def load_video(path: Path, spec: ClipSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(clips (W, 3, T, S, S), window_frames (W, 2) or None)``: one clip, or one per sliding window."""
-    from iv2_data.video import probe_video, read_clip, read_frames, sample_frame_indices
+    from iv2_data.video import probe_video, read_clip, read_frames
 
     transform = spec.transform()
     if spec.window is None:
         return read_clip(path, spec.num_frames, spec.size, sampling=spec.sampling, transform=transform,
                          threads=1)[None], None
-    total = probe_video(path).num_frames
-    starts = window_starts(total, spec.window, spec.stride or spec.window)
-    clips, spans = [], []
-    for c in range(0, len(starts), spec.window_chunk):
-        chunk = starts[c:c + spec.window_chunk]
-        indices = []
-        for s in chunk:
-            length = min(spec.window, total - s)
-            indices += [s + i for i in sample_frame_indices(length, spec.num_frames, spec.sampling)]
-            spans.append((s, s + length))
+    windows = sliding_windows(probe_video(path).num_frames, spec.window, spec.stride or spec.window)
+    clips = []
+    for c in range(0, len(windows), spec.window_chunk):
+        chunk = windows[c:c + spec.window_chunk]
+        indices = [i for start, stop in chunk for i in window_frame_indices(start, stop, spec.num_frames,
+                                                                             spec.sampling)]
         frames = read_frames(path, indices=indices, threads=1)
         for j in range(len(chunk)):
             clips.append(transform(frames[j * spec.num_frames:(j + 1) * spec.num_frames]))
-    return torch.stack(clips), torch.tensor(spans, dtype=torch.int64)
+    return torch.stack(clips), torch.tensor(windows, dtype=torch.int64)
 
 
 class _VideoDataset(Dataset):
@@ -141,17 +134,12 @@ def _worker_init(_: int) -> None:
 
 # ----------------------------------------------------------------------------------------------- outputs
 def write_features(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Atomic safetensors write: a temporary name in the same folder, then rename."""
+    """Atomic safetensors write (:func:`iv2_data.atomic_write`): complete or absent, with the umask's
+    permissions; what a killed write leaves is removed by the next run."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(path) as partial:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(partial), metadata=metadata)
 
 
 _SETTINGS = ("model", "checkpoint", "num_frames", "size", "window", "stride")
@@ -172,40 +160,16 @@ def _settings_conflict(path: Path, meta: dict[str, str]) -> str | None:
     return None
 
 
-class Manifest:
+class Manifest(JsonlManifest):
     """``manifest.jsonl``: rows are appended (flushed) as videos finish, so a killed run keeps its record;
     :meth:`compact` leaves one row per input, the latest."""
 
     def __init__(self, out_dir: Path) -> None:
-        self.path = out_dir / MANIFEST
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        super().__init__(out_dir / MANIFEST, key="input")
 
     def add(self, input: Path, status: str, output: Path | None, error: str | None, **extra) -> None:
-        row = {"input": os.fspath(input), "status": status, "output": os.fspath(output) if output else None,
-               "error": error, **extra}
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-    def compact(self) -> None:
-        rows: dict[str, dict] = {}
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
-                line = line.strip()
-                if line:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:  # a line cut by a killed run
-                        continue
-                    rows[row["input"]] = row
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in rows.values():
-                f.write(json.dumps(row) + "\n")
-        os.replace(tmp, self.path)
+        self.append({"input": os.fspath(input), "status": status, "output": os.fspath(output) if output else None,
+                     "error": error, **extra})
 
 
 # ----------------------------------------------------------------------------------------------- run
@@ -215,6 +179,7 @@ class ExtractSummary:
     skipped: int = 0
     failed: int = 0
     errors: dict[str, str] = field(default_factory=dict)
+    passed_over: list[tuple[Path, str]] = field(default_factory=list)  # found in folders but not read, and why
 
 
 @dataclass
@@ -263,17 +228,17 @@ def extract(
 
     spec = spec or ClipSpec()
     out_dir = Path(out_dir)
-    paths = collect_inputs(inputs)
+    search = find_inputs(inputs)
+    paths = list(search)
     manifest = Manifest(out_dir)
-    summary = ExtractSummary()
+    summary = ExtractSummary(passed_over=list(search.skipped))
     meta = {"num_frames": str(spec.num_frames), "size": str(spec.size), **(metadata or {})}
     if spec.window:
         meta.update(window=str(spec.window), stride=str(spec.stride or spec.window))
     todo = []
     for p in paths:
         out = output_path(out_dir, p)
-        for stale in out.parent.glob(out.name + ".tmp-*") if out.parent.is_dir() else ():
-            stale.unlink()  # left by an interrupted run
+        remove_leftovers(out.parent, out.name)  # what a killed run's write left behind
         if not out.is_file():
             todo.append(p)
             continue
@@ -366,6 +331,8 @@ def main_extract(args) -> int:
         metadata={"model": args.model, "checkpoint": os.fspath(args.checkpoint or "")},
         progress=not args.quiet,
     )
+    for path, why in summary.passed_over:
+        print(f"  passed over: {path}: {why}", file=sys.stderr)
     print(f"extracted {summary.ok}, skipped {summary.skipped} finished, failed {summary.failed} "
           f"-> {Path(args.output) / MANIFEST}", file=sys.stderr)
     for path, error in summary.errors.items():

@@ -18,10 +18,11 @@ from typing import Any
 
 import torch
 
+from iv2_data import atomic_write
+
 from .checkpoint import (
     CheckpointError,
     LoadResult,
-    atomic_write,
     load_checkpoint,
     read_state_dict,
     save_checkpoint,
@@ -164,7 +165,8 @@ def save_pretrained(model: VideoEncoder, directory: str | os.PathLike) -> Path:
     document = {"format": _FORMAT, "iv2_encoders_version": version("iv2-encoders"),
                 "architecture": pcfg.architecture, "config": model.cfg.to_dict(), "pretrained_cfg": pcfg.to_dict()}
     text = json.dumps(document, indent=2) + "\n"
-    atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    with atomic_write(directory / CONFIG_FILE, "w") as f:
+        f.write(text)
     return directory
 
 

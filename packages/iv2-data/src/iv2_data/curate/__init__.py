@@ -1,7 +1,8 @@
 """Curation: the InternVid2 recipe as pluggable, resumable stages (segment, caption, filter, output).
 
-``curate(inputs, output_dir, CurationConfig(...))`` or ``iv2-data curate``. Scene detection needs the
-``curate`` extra (PySceneDetect, OpenCV); captioning models need ``transformers`` and user-supplied weights.
+``curate(inputs, output_dir, CurationConfig(...))``, ``curate(..., stages=[...])`` or ``iv2-data curate``. Scene
+detection needs the ``curate`` extra (PySceneDetect, OpenCV); captioning models the ``captions`` extra
+(transformers, Pillow) and user-supplied weights.
 """
 
 from iv2_data.curate.caption import (
@@ -23,7 +24,7 @@ from iv2_data.curate.doubles import (
     HashingEmbedder,
 )
 from iv2_data.curate.filter import ClipEmbedder, caption_similarity, deduplicate
-from iv2_data.curate.pipeline import CurationConfig, CurationResult, curate, find_videos
+from iv2_data.curate.pipeline import CurationConfig, CurationResult, curate, default_stages, find_videos
 from iv2_data.curate.segment import (
     BoundaryModel,
     ClipRules,
@@ -34,18 +35,30 @@ from iv2_data.curate.segment import (
     cut_clip,
     video_duration,
 )
+from iv2_data.curate.stages import (
+    CaptionStage,
+    CurationContext,
+    CurationStage,
+    FilterStage,
+    OutputStage,
+    SegmentStage,
+)
 
 __all__ = [
     "FUSION_PROMPT",
     "AudioCaptioner",
     "BoundaryModel",
     "CaptionFuser",
+    "CaptionStage",
     "ClipEmbedder",
     "ClipRules",
     "ConstantCaptioner",
     "ContentSceneDetector",
     "CurationConfig",
+    "CurationContext",
     "CurationResult",
+    "CurationStage",
+    "FilterStage",
     "FrameDifferenceBoundaryModel",
     "FunctionCaptioner",
     "HFAudioCaptioner",
@@ -53,7 +66,9 @@ __all__ = [
     "HFVideoCaptioner",
     "HashingEmbedder",
     "LearnedSceneDetector",
+    "OutputStage",
     "SceneDetector",
+    "SegmentStage",
     "SpeechRecognizer",
     "TemplateFuser",
     "VideoCaptioner",
@@ -63,6 +78,7 @@ __all__ = [
     "curate",
     "cut_clip",
     "deduplicate",
+    "default_stages",
     "find_videos",
     "video_duration",
 ]

@@ -3,8 +3,8 @@
 The paper's VidCap: a video captioner, an audio captioner and an ASR model describe a clip separately, then
 an LLM corrects and merges the three into one audio-visual-speech caption. Each role is a Protocol, so any
 model fits. The implementations here wrap Hugging Face ``transformers`` pipelines (whisper for speech) from
-model paths the user supplies; ``transformers`` is imported only when one is built. :mod:`.doubles` has
-deterministic stand-ins for tests and dry runs.
+model paths the user supplies; ``transformers`` (the ``captions`` extra) is imported only when one is built.
+:mod:`.doubles` has deterministic stand-ins for tests and dry runs.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def _pipeline(task: str, model: str, **kwargs: Any) -> Any:
         from transformers import pipeline
     except ImportError as error:
         raise ImportError(
-            f"the {task!r} captioner needs Hugging Face transformers: pip install transformers"
+            f"the {task!r} captioning model needs Hugging Face transformers (and Pillow); install the extra: "
+            "pip install 'iv2-data[captions]'"
         ) from error
     return pipeline(task, model=model, **kwargs)
 
@@ -68,18 +69,10 @@ def _middle_frames(path: str | os.PathLike[str], count: int) -> list[np.ndarray]
 
 
 def _mono_16k(path: str | os.PathLike[str]) -> np.ndarray | None:
-    import torch
-
-    from iv2_data.audio import SAMPLE_RATE, _torchaudio, load_waveform
+    from iv2_data.audio import load_waveform, mono_at
 
     decoded = load_waveform(path)
-    if decoded is None:
-        return None
-    waveform, rate = decoded
-    mono = waveform.mean(0, keepdim=True)
-    if rate != SAMPLE_RATE:
-        mono = _torchaudio().functional.resample(mono, rate, SAMPLE_RATE)
-    return mono[0].to(torch.float32).numpy()
+    return None if decoded is None else mono_at(*decoded).numpy()
 
 
 @dataclass

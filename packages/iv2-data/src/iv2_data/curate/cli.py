@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import sys
 from typing import Any
 
 from iv2_data.curate.caption import (
@@ -82,12 +83,15 @@ def config_from_args(args: argparse.Namespace) -> CurationConfig:
 
 def run_from_args(args: argparse.Namespace) -> int:
     result = curate(args.inputs, args.output, config_from_args(args))
+    for warning in result.warnings:
+        print(f"iv2-data curate: {warning}", file=sys.stderr)
     print(
         json.dumps(
             {
                 "inputs": result.num_inputs,
                 "clips": result.num_clips,
                 "kept": result.num_kept,
+                "dropped": result.dropped,
                 "errors": len(result.errors),
                 "annotations": str(result.annotations),
                 "shards": str(result.shards) if result.shards else None,

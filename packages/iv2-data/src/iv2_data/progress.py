@@ -1,9 +1,12 @@
-"""Progress bars with tqdm when it is installed (it comes with the ``shards`` and ``curate`` extras)."""
+"""Progress bars with tqdm when it is installed (it comes with the ``shards`` and ``curate`` extras), silent
+otherwise: :func:`progress` is what the shard writer, the synthetic corpus and curation show their work with."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+
+__all__ = ["progress"]
 
 
 class _Silent:

@@ -1,0 +1,124 @@
+"""The annotation records of the synthetic corpus, one list per sample kind, in the official layouts.
+
+:func:`clip_records` is the single description of what each clip contributes to each kind: :func:`write_corpus`
+writes these records to the annotation files, and the in-memory :class:`SyntheticDataset` feeds the very same
+records to the sample builders, so both yield identical samples. Video-bearing records carry ``"flip": false``:
+captions, questions and labels name directions, which a horizontal flip would contradict.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from iv2_data.synthetic.render import COLOURS, DIRECTIONS, NUMBER_WORDS, OBJECTS, SyntheticClip
+
+__all__ = ["ANNOTATION_FILES", "MCQA_TASKS", "SYNTHETIC_CLASSES", "clip_records", "media_paths"]
+
+MCQA_TASKS = ("motion", "colour", "count", "identity")
+
+# video_label classes: object × direction (32), fixed, so that every split and corpus size agrees on them.
+SYNTHETIC_CLASSES = tuple(f"{obj} moving {direction}" for obj in OBJECTS for direction in DIRECTIONS)
+
+ANNOTATION_FILES = {
+    "video_text": "video_text.json",
+    "image_text": "image_text.json",
+    "audio_text": "audio_text.json",
+    "video_audio_text": "video_audio_text.json",
+    "mcqa": "mcqa.json",
+    "instructions": "instructions.json",
+    "video_label": "video_label.json",
+}
+
+
+def media_paths(index: int) -> dict[str, str]:
+    """Where clip ``index``'s files live, relative to the corpus folder."""
+    name = f"{index:06d}"
+    return {"video": f"videos/{name}.mp4", "audio": f"audio/{name}.wav", "image": f"images/{name}.png"}
+
+
+def clip_records(spec: SyntheticClip, seed: int) -> dict[str, list[dict[str, Any]]]:
+    """The records clip ``spec`` (of the corpus with ``seed``) contributes to each kind (:data:`ANNOTATION_FILES`)."""
+    paths = media_paths(spec.index)
+    video, no_flip = paths["video"], {"flip": False}
+    label = OBJECTS.index(spec.object) * len(DIRECTIONS) + DIRECTIONS.index(spec.direction)
+    return {
+        "video_text": [{"video": video, "captions": spec.captions(), **no_flip}],
+        "image_text": [{"image": paths["image"], "caption": spec.captions()[0], **no_flip}],
+        "audio_text": [{"audio": paths["audio"], "caption": spec.audio_caption()}],
+        "video_audio_text": [
+            {
+                "video": video,
+                "caption": spec.avs_caption(),
+                "visual_caption": spec.captions()[0],
+                "audio_caption": spec.audio_caption(),
+                "asr": spec.transcript(),
+                **no_flip,
+            }
+        ],
+        "mcqa": [
+            {"video": video, **item, **no_flip}
+            for item in mcqa_items(spec, np.random.default_rng([seed, spec.index, 0xA5]))
+        ],
+        "instructions": [{"video": video, "QA": conversation(spec), **no_flip}],
+        "video_label": [
+            {
+                "video": video,
+                "label": label,
+                "label_name": SYNTHETIC_CLASSES[label],
+                "object": spec.object,
+                "direction": spec.direction,
+                "colour": spec.colour,
+                **no_flip,
+            }
+        ],
+    }
+
+
+def mcqa_items(spec: SyntheticClip, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """Four MVBench-style items: question, four candidates, the answer (one of the candidates), task."""
+
+    def options(correct: str, pool: list[str]) -> list[str]:
+        others = [p for p in pool if p != correct]
+        chosen = [correct, *[others[i] for i in rng.permutation(len(others))[:3]]]
+        return [chosen[i] for i in rng.permutation(len(chosen))]
+
+    thing = f"the digit {spec.object}" if spec.is_digit else spec.object
+    plural = f"digits {spec.object}" if spec.is_digit else spec.noun(plural=True)
+    identities = [f"the digit {o}" if o.isdigit() else f"a {o}" for o in OBJECTS]
+    return [
+        {
+            "task": "motion",
+            "question": f"In which direction does the {spec.colour} {thing.removeprefix('the ')} move?",
+            "candidates": options(spec.direction, list(DIRECTIONS)),
+            "answer": spec.direction,
+        },
+        {
+            "task": "colour",
+            "question": f"What colour is the moving {thing.removeprefix('the ')}?",
+            "candidates": options(spec.colour, list(COLOURS)),
+            "answer": spec.colour,
+        },
+        {
+            "task": "count",
+            "question": f"How many {plural} are there?",
+            "candidates": options(NUMBER_WORDS[spec.count], list(NUMBER_WORDS.values())),
+            "answer": NUMBER_WORDS[spec.count],
+        },
+        {
+            "task": "identity",
+            "question": f"Which object moves {spec.direction}?",
+            "candidates": options(spec.identity_name(), identities),
+            "answer": spec.identity_name(),
+        },
+    ]
+
+
+def conversation(spec: SyntheticClip) -> list[dict[str, str]]:
+    """A VideoChat2-style conversation: ``[{"i", "q", "a"}, ...]``."""
+    instruction = "Carefully watch the video and describe what moves and where it goes."
+    return [
+        {"i": instruction, "q": "Describe the video briefly.", "a": spec.captions()[0] + "."},
+        {"i": instruction, "q": "Where does it move?", "a": f"It moves {spec.direction}."},
+    ]
