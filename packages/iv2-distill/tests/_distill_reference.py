@@ -113,14 +113,18 @@ def official_loss_reference(s_middle, s_final, s_mae, t_middle, t_final, t_mae, 
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random values of a sensible scale in every parameter, so that each weight matters in a comparison."""
+    """Random values of a sensible scale in every parameter, so that each weight matters in a comparison:
+    LayerScale around 0.5 (not 1e-5), norm weights around 1, the rest scaled by the fan-in."""
     g = torch.Generator().manual_seed(seed)
+
+    def value(name: str, shape: torch.Size) -> torch.Tensor:
+        noise = torch.randn(shape, generator=g)
+        if name.endswith("gamma"):
+            return 0.5 + 0.1 * noise
+        is_norm_weight = len(shape) == 1 and "norm" in name and name.endswith("weight")
+        return 1.0 + 0.2 * noise if is_norm_weight else 0.3 * noise / max(1, shape[-1]) ** 0.25
+
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("gamma"):
-                p.copy_(0.5 + 0.1 * torch.randn(p.shape, generator=g))
-            elif p.ndim == 1 and "norm" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(0.3 * torch.randn(p.shape, generator=g) / max(1, p.shape[-1]) ** 0.25)
+            p.copy_(value(name, p.shape))
     return model

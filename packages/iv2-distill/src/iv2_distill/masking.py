@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+Grid = tuple[int, int, int]  # the student's token grid (T, H, W), ``VideoEncoderConfig.grid_size``
+
 
 def attention_mask(
     attn: torch.Tensor,
@@ -46,16 +48,10 @@ def attention_mask(
     return mask.reshape(b, t * hw)
 
 
-def random_mask(
-    batch_size: int,
-    grid: tuple[int, int, int],
-    mask_ratio: float,
-    generator: torch.Generator | None = None,
-    *,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """``int(mask_ratio · T·HW)`` tokens dropped uniformly over the clip, independently per sample.
-    ``grid`` is the student's token grid (T, H, W) (``VideoEncoderConfig.grid_size``)."""
+def random_mask(batch_size: int, grid: Grid, mask_ratio: float, generator: torch.Generator | None = None,
+                *, device: torch.device | str | None = None) -> torch.Tensor:
+    """``int(mask_ratio · T·HW)`` tokens dropped uniformly over the clip of token grid ``grid``, independently
+    per sample."""
     _check_ratio(mask_ratio)
     t, h, w = grid
     n = t * h * w
@@ -65,14 +61,8 @@ def random_mask(
     return mask
 
 
-def tube_mask(
-    batch_size: int,
-    grid: tuple[int, int, int],
-    mask_ratio: float,
-    generator: torch.Generator | None = None,
-    *,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
+def tube_mask(batch_size: int, grid: Grid, mask_ratio: float, generator: torch.Generator | None = None,
+              *, device: torch.device | str | None = None) -> torch.Tensor:
     """One random per-frame pattern of ``int(mask_ratio · HW)`` dropped tokens per sample, the same in every
     frame (a tube through time)."""
     _check_ratio(mask_ratio)

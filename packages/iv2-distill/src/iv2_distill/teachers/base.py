@@ -117,10 +117,11 @@ class ImageTeacher(FrozenTeacher):
     """An image ViT run on every frame of the clip. Subclasses adapt one model family by implementing
     :meth:`_encode_images`; the official normalisation (:func:`image_targets`) is shared.
 
-    ``return_layers`` / ``return_interval`` pick the tapped blocks by the official rule on the teacher's own
-    depth (:func:`~iv2_distill.return_layer_indices`). Frames are resized bicubically to ``input_size`` when
-    they differ (the official ``clip_input_resolution``); ``frames_per_batch`` bounds how many frames go
-    through the model at once.
+    Options of every image teacher: ``return_layers`` / ``return_interval`` pick the tapped blocks by the
+    official rule on the teacher's own depth (:func:`~iv2_distill.return_layer_indices`); ``frames_per_batch``
+    bounds how many frames go through the model at once; ``saliency=False`` skips the attention map (no
+    semantic masking; the fused attention path stays on). Frames are resized bicubically to ``input_size``
+    when they differ (the official ``clip_input_resolution``).
     """
 
     kind = "image teacher"
@@ -135,6 +136,7 @@ class ImageTeacher(FrozenTeacher):
         return_layers: int = 6,
         return_interval: float = 1.0,
         frames_per_batch: int | None = None,
+        saliency: bool = True,
     ) -> None:
         super().__init__(model)
         self.depth, self.patch_size, self.input_size = depth, patch_size, input_size
@@ -142,6 +144,7 @@ class ImageTeacher(FrozenTeacher):
             raise ValueError(f"{type(self).__name__}: input_size {input_size} is not a multiple of patch {patch_size}")
         self.return_index = return_layer_indices(depth, return_layers, return_interval)
         self.frames_per_batch = frames_per_batch
+        self.saliency = saliency
 
     def token_grid(self, num_frames: int, size: int) -> tuple[int, int, int]:
         side = self.input_size // self.patch_size

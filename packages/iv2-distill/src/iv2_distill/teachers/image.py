@@ -31,15 +31,7 @@ from .base import ImageTeacher, capture_output, class_token_attention, temporari
 class TimmTeacher(ImageTeacher):
     """A timm ``VisionTransformer`` (with a class token) as the image teacher."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        return_layers: int = 6,
-        return_interval: float = 1.0,
-        frames_per_batch: int | None = None,
-        saliency: bool = True,
-    ) -> None:
+    def __init__(self, model: nn.Module, *, saliency: bool = True, **options) -> None:
         if not hasattr(model, "forward_intermediates") or not hasattr(model, "blocks"):
             raise TypeError(f"TimmTeacher needs a timm VisionTransformer, got {type(model).__name__}")
         if not getattr(model, "has_class_token", False):
@@ -50,12 +42,8 @@ class TimmTeacher(ImageTeacher):
         if saliency and not (hasattr(attn, "attn_drop") and hasattr(attn, "fused_attn")):
             raise TypeError(f"TimmTeacher: cannot read attention weights from {type(attn).__name__} "
                             "(pass saliency=False and draw random/tube masks)")
-        super().__init__(
-            model, depth=len(model.blocks), patch_size=model.patch_embed.patch_size[0],
-            input_size=model.patch_embed.img_size[0], return_layers=return_layers,
-            return_interval=return_interval, frames_per_batch=frames_per_batch,
-        )
-        self.saliency = saliency
+        super().__init__(model, depth=len(model.blocks), patch_size=model.patch_embed.patch_size[0],
+                         input_size=model.patch_embed.img_size[0], saliency=saliency, **options)
 
     def _encode_images(self, images):
         model = self.model
@@ -78,23 +66,12 @@ class CLIPTeacher(ImageTeacher):
     """A transformers ``CLIPVisionModel`` or ``CLIPVisionModelWithProjection`` as the image teacher. The saliency
     needs attention weights, so the model is switched to eager attention (``saliency=False`` keeps SDPA)."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        return_layers: int = 6,
-        return_interval: float = 1.0,
-        frames_per_batch: int | None = None,
-        saliency: bool = True,
-    ) -> None:
+    def __init__(self, model: nn.Module, *, saliency: bool = True, **options) -> None:
         cfg = model.config
         if saliency and getattr(cfg, "_attn_implementation", "eager") != "eager":
             model.set_attn_implementation("eager")
-        super().__init__(
-            model, depth=cfg.num_hidden_layers, patch_size=cfg.patch_size, input_size=cfg.image_size,
-            return_layers=return_layers, return_interval=return_interval, frames_per_batch=frames_per_batch,
-        )
-        self.saliency = saliency
+        super().__init__(model, depth=cfg.num_hidden_layers, patch_size=cfg.patch_size, input_size=cfg.image_size,
+                         saliency=saliency, **options)
 
     def _encode_images(self, images):
         out = self.model(pixel_values=images, output_hidden_states=True, output_attentions=self.saliency)
@@ -115,15 +92,7 @@ class InternViTTeacher(ImageTeacher):
     :meth:`from_pretrained`.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        return_layers: int = 6,
-        return_interval: float = 1.0,
-        frames_per_batch: int | None = None,
-        saliency: bool = True,
-    ) -> None:
+    def __init__(self, model: nn.Module, *, saliency: bool = True, **options) -> None:
         vision = getattr(model, "vision_model", model)
         cfg = getattr(vision, "config", None)
         if cfg is None or not hasattr(vision, "encoder"):
@@ -131,13 +100,10 @@ class InternViTTeacher(ImageTeacher):
                 f"InternViTTeacher needs an InternVisionModel (or a model with .vision_model), got "
                 f"{type(model).__name__}"
             )
-        super().__init__(
-            model, depth=cfg.num_hidden_layers, patch_size=cfg.patch_size, input_size=cfg.image_size,
-            return_layers=return_layers, return_interval=return_interval, frames_per_batch=frames_per_batch,
-        )
+        super().__init__(model, depth=cfg.num_hidden_layers, patch_size=cfg.patch_size, input_size=cfg.image_size,
+                         saliency=saliency, **options)
         self.vision = vision
         self.projector = getattr(model, "clip_projector", None)
-        self.saliency = saliency
 
     @classmethod
     def from_pretrained(
