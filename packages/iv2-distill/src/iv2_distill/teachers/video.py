@@ -137,30 +137,30 @@ _TOP_RENAMES = {
 
 
 def videomae_state_dict_from_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Turn an official VideoMAE(v2) encoder state dict (``blocks.N.attn.qkv.weight`` + ``q_bias``/``v_bias``,
-    the pretraining checkpoint's ``encoder.*`` keys with or without that prefix) into ``VideoMAEModel`` keys.
-    The fused qkv weight is split into query/key/value. Decoder, mask-token and other non-encoder keys raise,
-    naming them, so that nothing is silently lost."""
+    """Turn an official VideoMAE(v2) encoder state dict (``blocks.N.attn.qkv.weight`` + ``q_bias``/``v_bias``)
+    into ``VideoMAEModel`` keys; the fused qkv weight is split into query/key/value. A pretraining checkpoint's
+    ``model`` dict holds the encoder under ``encoder.``: then only those keys are read (the decoder and mask
+    token are left out, as the official teacher loader does). A key with no counterpart raises, naming it, so
+    that nothing is silently lost."""
+    if any(k.startswith("encoder.") for k in state_dict):
+        state_dict = {k[len("encoder."):]: v for k, v in state_dict.items() if k.startswith("encoder.")}
     out: dict[str, torch.Tensor] = {}
     unknown = []
     for key, value in state_dict.items():
-        k = key[len("encoder."):] if key.startswith("encoder.") else key
-        if k in _TOP_RENAMES:
-            out[_TOP_RENAMES[k]] = value
+        if key in _TOP_RENAMES:
+            out[_TOP_RENAMES[key]] = value
             continue
-        m = _OFFICIAL_BLOCK.match(k)
-        if m is None:
-            unknown.append(key)
-            continue
-        prefix, rest = f"encoder.layer.{m.group(1)}.", m.group(2)
+        m = _OFFICIAL_BLOCK.match(key)
+        rest = m.group(2) if m else None
+        prefix = f"encoder.layer.{m.group(1)}." if m else ""
         if rest == "attn.qkv.weight":
-            q, k_, v = value.chunk(3, dim=0)
-            for name, part in (("query", q), ("key", k_), ("value", v)):
+            for name, part in zip(("query", "key", "value"), value.chunk(3, dim=0)):
                 out[f"{prefix}attention.attention.{name}.weight"] = part
         elif rest in _BLOCK_RENAMES:
             out[prefix + _BLOCK_RENAMES[rest]] = value
         else:
             unknown.append(key)
     if unknown:
-        raise KeyError(f"keys with no VideoMAEModel counterpart (not an encoder state dict?): {sorted(unknown)[:8]}")
+        raise KeyError(f"keys with no VideoMAEModel counterpart (layer scale? not a VideoMAE encoder?): "
+                       f"{sorted(unknown)[:8]}")
     return out
