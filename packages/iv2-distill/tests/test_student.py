@@ -264,3 +264,13 @@ def test_loading_into_a_meta_student_assigns_real_tensors():
     sd = official_state_dict(tiny_student())
     missing, _ = load_checkpoint(student, sd)
     assert missing == [] and not any(p.is_meta for p in student.parameters())
+
+
+@pytest.mark.parametrize("name", ["internvideo2-1b", "internvideo2-l14"])
+def test_a_full_size_official_state_dict_loads_into_a_meta_student_with_nothing_missing(name):
+    layout = official_layout(name)
+    sd = {f"module.{k}": torch.empty(shape, device="meta") for k, shape in layout.items()}
+    with torch.device("meta"):
+        student = create_student(name)
+    result = load_checkpoint(student, sd)
+    assert result.missing == [] and result.dropped == [] and result.prefix == "module."
