@@ -343,3 +343,9 @@ def test_the_student_can_fit_fixed_teacher_targets():
         optimizer.step()
         history.append(loss.item())
     assert history[-1] < 0.5 * history[0]
+
+
+def test_a_teachers_state_dict_holds_each_weight_once():
+    teacher = InternViTTeacher(StandInInternVLC(), return_layers=2)
+    keys = list(teacher.state_dict())
+    assert keys == [f"model.{k}" for k in teacher.model.state_dict()]

@@ -21,7 +21,7 @@ from torch import nn
 
 from iv2_encoders import VideoEncoder, VideoEncoderConfig, sincos_3d
 
-from .config import DistillHeadsConfig, get_student_configs
+from .config import STUDENT_CONFIGS, DistillHeadsConfig, get_student_configs
 
 HEAD_KEYS = ("clip_pos_embed", "clip_decoder", "final_clip_decoder", "mae_pos_embed", "mae_decoder")
 """First components of the state-dict keys that belong to the distillation heads, not to the encoder."""
@@ -211,6 +211,5 @@ def create_student(name: str, **overrides: Any) -> DistillStudent:
 
 
 def list_students() -> list[str]:
-    from .config import STUDENT_CONFIGS
-
+    """Names accepted by :func:`create_student`."""
     return sorted(STUDENT_CONFIGS)

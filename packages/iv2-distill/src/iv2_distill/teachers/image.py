@@ -29,7 +29,8 @@ from .base import ImageTeacher, capture_output, class_token_attention, temporari
 
 
 class TimmTeacher(ImageTeacher):
-    """A timm ``VisionTransformer`` (with a class token) as the image teacher."""
+    """A timm ``VisionTransformer`` (with a class token) as the image teacher; ``options`` are those of
+    :class:`ImageTeacher` (``return_layers``, ``return_interval``, ``frames_per_batch``)."""
 
     def __init__(self, model: nn.Module, *, saliency: bool = True, **options) -> None:
         if not hasattr(model, "forward_intermediates") or not hasattr(model, "blocks"):
@@ -49,8 +50,9 @@ class TimmTeacher(ImageTeacher):
         model = self.model
         attn = model.blocks[-1].attn
         with ExitStack() as stack:
-            weights = stack.enter_context(capture_output(attn.attn_drop)) if self.saliency else None
-            if self.saliency:
+            weights = None
+            if self.saliency:  # the softmax passes through attn_drop on the unfused path of the last block
+                weights = stack.enter_context(capture_output(attn.attn_drop))
                 stack.enter_context(temporarily(attn, "fused_attn", False))
             final, intermediates = model.forward_intermediates(
                 images, indices=self.return_index, output_fmt="NLC", return_prefix_tokens=True,
@@ -64,7 +66,8 @@ class TimmTeacher(ImageTeacher):
 
 class CLIPTeacher(ImageTeacher):
     """A transformers ``CLIPVisionModel`` or ``CLIPVisionModelWithProjection`` as the image teacher. The saliency
-    needs attention weights, so the model is switched to eager attention (``saliency=False`` keeps SDPA)."""
+    needs attention weights, so the model is switched to eager attention (``saliency=False`` keeps SDPA);
+    ``options`` are those of :class:`ImageTeacher`."""
 
     def __init__(self, model: nn.Module, *, saliency: bool = True, **options) -> None:
         cfg = model.config
@@ -89,7 +92,7 @@ class InternViTTeacher(ImageTeacher):
 
     ``model`` is either the vision model itself or a model holding it as ``vision_model`` next to a
     ``clip_projector`` (InternVL-C: ``InternVLModel`` / ``InternVLVisionModel`` remote code). Load one with
-    :meth:`from_pretrained`.
+    :meth:`from_pretrained`; ``options`` are those of :class:`ImageTeacher`.
     """
 
     def __init__(self, model: nn.Module, *, saliency: bool = True, **options) -> None:
@@ -102,8 +105,15 @@ class InternViTTeacher(ImageTeacher):
             )
         super().__init__(model, depth=cfg.num_hidden_layers, patch_size=cfg.patch_size, input_size=cfg.image_size,
                          saliency=saliency, **options)
-        self.vision = vision
-        self.projector = getattr(model, "clip_projector", None)
+
+    # properties, not attributes: registering the submodules again would repeat their keys in state_dict()
+    @property
+    def vision(self) -> nn.Module:
+        return getattr(self.model, "vision_model", self.model)
+
+    @property
+    def projector(self) -> nn.Module | None:
+        return getattr(self.model, "clip_projector", None)
 
     @classmethod
     def from_pretrained(
@@ -137,8 +147,7 @@ class InternViTTeacher(ImageTeacher):
             sal = class_token_attention(weights[-1]) if self.saliency else None
             return layers, out.pooler_output, sal
         # The official saliency: the pooling head's attention (query = mean token) over the patch tokens.
-        with ExitStack() as stack:
-            pool_weights = stack.enter_context(capture_output(self.projector.cross_attn.attn_drop))
+        with capture_output(self.projector.cross_attn.attn_drop) as pool_weights:
             pooled = self.projector(out.last_hidden_state)
         sal = class_token_attention(pool_weights[-1]) if self.saliency else None
         return layers, pooled, sal
