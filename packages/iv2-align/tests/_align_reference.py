@@ -4,6 +4,7 @@ and fusion layers with the MLM head, the BEATs encoder, and the retrieval rankin
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -144,6 +145,7 @@ def mlm_head(sd, x, eps=1e-12):
 
 
 # ----------------------------------------------------------------------------------------------- audio
+@functools.lru_cache(maxsize=8)
 def t5_buckets(n, num_buckets, max_distance):
     out = torch.zeros(n, n, dtype=torch.long)
     half = num_buckets // 2
