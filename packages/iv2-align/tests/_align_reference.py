@@ -83,14 +83,12 @@ def vision_forward(sd, video, *, heads, pool_heads, keep=None, eps=1e-6, pool_ep
         x = x + sd[p + "ls1.gamma"] * linear(heads_merge(a), sd, p + "attn.proj")
         h = rms_norm(x, sd[p + "norm2.weight"], eps)
         x = x + sd[p + "ls2.gamma"] * linear(gelu(linear(h, sd, p + "mlp.fc1")), sd, p + "mlp.fc2")
+    # attention pooling: the mean token queries every token; separate LayerNorms and biased projections
     pre = "clip_projector."
-    q = layer_norm(x.mean(1, keepdim=True), sd[pre + "norm1_q.weight"], sd[pre + "norm1_q.bias"], pool_eps)
-    k = layer_norm(x, sd[pre + "norm1_k.weight"], sd[pre + "norm1_k.bias"], pool_eps)
-    v = layer_norm(x, sd[pre + "norm1_v.weight"], sd[pre + "norm1_v.bias"], pool_eps)
-    q = q @ sd[pre + "cross_attn.q.weight"].T + sd[pre + "cross_attn.q_bias"]
-    k = k @ sd[pre + "cross_attn.k.weight"].T + sd[pre + "cross_attn.k_bias"]
-    v = v @ sd[pre + "cross_attn.v.weight"].T + sd[pre + "cross_attn.v_bias"]
-    q, k, v = (heads_split(z, pool_heads) for z in (q, k, v))
+    sources = {"q": x.mean(1, keepdim=True), "k": x, "v": x}
+    q, k, v = (heads_split(layer_norm(src, sd[f"{pre}norm1_{n}.weight"], sd[f"{pre}norm1_{n}.bias"], pool_eps)
+                           @ sd[f"{pre}cross_attn.{n}.weight"].T + sd[f"{pre}cross_attn.{n}_bias"], pool_heads)
+               for n, src in sources.items())
     a = softmax(q * q.shape[-1] ** -0.5 @ k.transpose(-1, -2)) @ v
     pooled = linear(heads_merge(a), sd, pre + "cross_attn.proj")[:, 0]
     return x, pooled
