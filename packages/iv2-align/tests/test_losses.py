@@ -167,3 +167,34 @@ def test_mlm_loss_without_masked_tokens_is_zero_with_grad(tiny_model, tokenizer)
     loss = mlm_loss(tiny_model, ids, mask, media, tokenizer)
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
+
+
+def test_losses_backward_with_and_without_gradient_checkpointing(tokenizer):
+    """Training readiness: both losses backpropagate into every tower; recomputation gives the same gradients."""
+    import dataclasses
+
+    from conftest import randomize_
+
+    from iv2_align import Stage2Model, get_stage2_config
+
+    cfg = get_stage2_config("internvideo2-stage2-tiny")
+    cfg = dataclasses.replace(cfg, text=dict(cfg.text, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = randomize_(Stage2Model(cfg), seed=3).train()
+        model.set_grad_checkpointing(checkpointing)
+        video = torch.randn(3, 3, 4, 56, 56, generator=torch.Generator().manual_seed(1))
+        ids, mask, _ = _inputs(model, batch=3)
+        tokens, pooled = model.encode_video(video)
+        text_tokens, cls = model.encode_text(ids, mask)
+        loss = vtm_loss(model, tokens, text_tokens, mask, model.video_features(pooled), model.text_features(cls),
+                        torch.arange(3), model.temp, generator=torch.Generator().manual_seed(0))
+        loss = loss + mlm_loss(model, ids, mask, tokens, tokenizer, generator=torch.Generator().manual_seed(0))
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert any(n.startswith("vision_encoder.blocks.0.") for n in grads[0])
+    assert any(".crossattention." in n for n in grads[0]) and "itm_head.weight" in grads[0]
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-6, rtol=1e-5, msg=n)
