@@ -223,3 +223,22 @@ def test_key_mapping_function():
     }
     # a plain all-ones (4, 2, 3) kernel: per tap norm over 4 x 2 entries = sqrt(8)
     torch.testing.assert_close(converted["audio_encoder.encoder.pos_conv.0.weight_g"], torch.full((1, 1, 3), 8**0.5))
+
+
+def test_text_encoder_from_a_pretrained_bert(tmp_path):
+    """Stage-2 training starts from bert-large-uncased: everything but the new cross-attention is copied."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+                     max_position_embeddings=40)
+    BertForMaskedLM(cfg).save_pretrained(tmp_path / "bert")
+    reference = BertForMaskedLM.from_pretrained(tmp_path / "bert").state_dict()
+    model = create_stage2_model("internvideo2-stage2-tiny")
+    missing, unexpected = model.text_encoder.load_pretrained_bert(str(tmp_path / "bert"))
+    assert missing and all(".crossattention." in k for k in missing) and unexpected == []
+    ours = model.text_encoder.state_dict()
+    for k, v in reference.items():
+        torch.testing.assert_close(ours[k], v, msg=k)
+    assert (model.text_encoder.cls.predictions.decoder.weight
+            is model.text_encoder.bert.embeddings.word_embeddings.weight)

@@ -115,6 +115,24 @@ class BertFusionEncoder(nn.Module):
         head.decoder.weight = self.bert.embeddings.word_embeddings.weight
         head.decoder.bias = head.bias
 
+    def load_pretrained_bert(self, name_or_path: str) -> tuple[list[str], list[str]]:
+        """Initialise from a pretrained HF BERT (local path or hub id, e.g. ``bert-large-uncased``) as the official
+        ``BertForMaskedLM.from_pretrained``: every BERT and MLM-head weight is copied, the cross-attention of the
+        fusion layers keeps its fresh initialisation. Returns ``(missing, unexpected)`` key lists."""
+        from transformers import BertForMaskedLM
+
+        pretrained = BertForMaskedLM.from_pretrained(name_or_path).state_dict()
+        own = self.state_dict()
+        for k, v in pretrained.items():
+            if k in own and own[k].shape != v.shape:
+                raise ValueError(f"{name_or_path}: key {k!r} has shape {tuple(v.shape)}, this text encoder expects "
+                                 f"{tuple(own[k].shape)}; build it with the pretrained model's config")
+        usable = {k: v for k, v in pretrained.items() if k in own}
+        self.load_state_dict(usable, strict=False)
+        self.tie_weights()
+        missing = sorted(k for k in own if k not in usable and not k.endswith("position_ids"))
+        return missing, sorted(k for k in pretrained if k not in own)
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each BERT layer in the backward pass (official ``gradient_checkpointing`` for text)."""
         fn = functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
