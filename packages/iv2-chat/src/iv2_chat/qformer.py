@@ -89,7 +89,7 @@ class QFormer(nn.Module):
 
     def _add_drop_path(self, rate: float) -> None:
         layers = self.bert.encoder.layer
-        rates = torch.linspace(0, rate, len(layers)).tolist()
+        rates = [rate * i / max(len(layers) - 1, 1) for i in range(len(layers))]  # linspace(0, rate, n)
         for layer, p in zip(layers, rates):
             if p <= 0:
                 continue
