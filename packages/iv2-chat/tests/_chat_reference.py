@@ -33,7 +33,7 @@ def attention(q, k, v, heads, additive=None):
     """Multi-head softmax attention; q (B, Nq, C), k/v (B, Nk, C), additive (B, 1, 1, Nk) or None."""
     b, nq, c = q.shape
     d = c // heads
-    split = lambda t: t.reshape(b, t.shape[1], heads, d).transpose(1, 2)  # noqa: E731
+    split = lambda t: t.reshape(b, t.shape[1], heads, d).transpose(1, 2)
     scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(d)
     if additive is not None:
         scores = scores + additive

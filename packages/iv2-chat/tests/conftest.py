@@ -7,8 +7,14 @@ import torch
 # helper modules beside the tests (``_chat_*.py``) are imported by name
 sys.path.insert(0, str(Path(__file__).parent))
 
-from iv2_chat import VideoChatModel  # noqa: E402
-from iv2_chat.tiny import tiny_chat_config, tiny_llm_tokenizer, tiny_qformer_tokenizer  # noqa: E402
+from iv2_chat import VideoChatModel
+from iv2_chat.tiny import tiny_chat_config, tiny_llm_tokenizer, tiny_qformer_tokenizer
+
+
+def pytest_configure(config):
+    # peft and transformers deprecation chatter from inside get_peft_model / save_pretrained
+    config.addinivalue_line("filterwarnings", "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+    config.addinivalue_line("filterwarnings", "ignore:Setting `save_embedding_layers`:UserWarning")
 
 
 def scramble_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -97,3 +97,15 @@ def test_config_round_trips_through_a_dict():
     again = ChatConfig.from_dict(cfg.to_dict())
     assert again.to_dict() == cfg.to_dict()
     assert again.num_visual_tokens == cfg.num_visual_tokens
+
+
+def test_llm_from_a_local_path_keeps_its_weights(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    cfg = chat_config("tiny", lora=None)
+    torch.manual_seed(0)
+    llm = AutoModelForCausalLM.from_config(cfg.llm_hf_config())
+    llm.save_pretrained(tmp_path / "llm")
+    model = VideoChatModel(cfg.replace(llm=str(tmp_path / "llm"), local_files_only=True))
+    assert all(torch.equal(a, b) for a, b in zip(llm.state_dict().values(), model.lm.state_dict().values()))
+    assert not any(p.requires_grad for p in model.lm.parameters())  # the LLM is frozen

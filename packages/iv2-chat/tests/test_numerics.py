@@ -64,6 +64,7 @@ def test_image_uses_the_image_position_table(make_model):
     tokens, query_output, embeds = _reference(model, image)
     assert out.vision_tokens.shape == (2, 1 + 4, 32)
     _assert_close(out.vision_tokens, tokens, 1e-5)
+    _assert_close(out.query_output, query_output, 1e-5)
     _assert_close(out.embeds, embeds, 1e-5)
 
 

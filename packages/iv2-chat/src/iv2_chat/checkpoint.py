@@ -12,6 +12,7 @@ bare or wrapped in ``module`` / ``model`` / ``state_dict``; ``module.`` key pref
   wrapped layers, adapter weights with or without the ``default`` adapter name; a checkpoint without LoRA
   (e.g. stage 2) loads into a LoRA model's base layers. LoRA weights into a model without LoRA are an error;
 * stage-2 LayerScale names ``blocks.N.ls1.gamma`` (the official chat loader strips ``.gamma``);
+* a peft adapter file (``lm.save_pretrained(dir)``: ``base_model.model.*`` keys) loads into ``lm``;
 * checkpoints holding only the trainable weights (Ask-Anything saves no frozen LLM weight): the base LLM is
   the one built from ``cfg.llm``; its keys are reported in ``from_llm``, not as missing.
 
@@ -43,8 +44,8 @@ _GAMMA = re.compile(r"^(vision_encoder\.blocks\.\d+\.ls[12])\.gamma$")
 @dataclass
 class ChatLoadResult(LoadResult):
     """``missing`` / ``dropped`` as ``iv2_encoders.LoadResult`` (iterable as ``missing, dropped``), plus
-    ``from_llm``: base-LLM weights the checkpoint did not hold, kept as built from ``cfg.llm`` (a
-    trainable-only checkpoint)."""
+    ``from_llm``: frozen base-LLM weights the checkpoint did not hold (a trainable-only checkpoint or an
+    adapter file), kept as built from ``cfg.llm``; they are not counted as missing."""
 
     from_llm: list[str] = field(default_factory=list)
 
@@ -72,6 +73,8 @@ def checkpoint_key_map(checkpoint_keys: Iterable[str], model_keys: Iterable[str]
     out: dict[str, str | None] = {}
     for key in checkpoint_keys:
         name = key.removeprefix("module.")
+        if name.startswith("base_model.model."):  # a peft adapter file (PeftModel.save_pretrained)
+            name = "lm." + name
         for old, new in VIDEOCHAT2_RENAMES:
             if name.startswith(old):
                 name = new + name[len(old):]
@@ -138,11 +141,10 @@ def load_checkpoint(
     model.load_state_dict(rest, strict=False, assign=meta)
 
     missing = sorted(vision_missing + [k for k in own if not k.startswith("vision_encoder.") and k not in rest])
-    base_llm = [k for k in own if k.startswith("lm.") and not _is_lora(k)]
-    from_llm: list[str] = []
-    if base_llm and not any(k in rest for k in base_llm):  # trainable-only: the LLM comes from cfg.llm
-        from_llm = sorted(base_llm)
-        missing = [k for k in missing if k not in set(base_llm)]
+    # Base-LLM weights a (trainable-only / adapter) checkpoint does not hold stay as built from cfg.llm.
+    base_llm = {k for k in own if k.startswith("lm.") and not _is_lora(k)}
+    from_llm = [k for k in missing if k in base_llm]
+    missing = [k for k in missing if k not in base_llm]
     return ChatLoadResult(missing=missing, dropped=sorted(dropped), num_frames=num_frames, from_llm=from_llm)
 
 
