@@ -88,7 +88,7 @@ def test_config_errors_name_the_problem():
         cfg.replace(qformer={**cfg.qformer, "encoder_width": 99})
     with pytest.raises(ValueError, match="model_type"):
         cfg.replace(llm={"hidden_size": 8})
-    with pytest.raises(TypeError, match="unknown ChatConfig field"):
+    with pytest.raises(TypeError, match="depth"):
         cfg.replace(depth=3)
 
 

@@ -180,10 +180,7 @@ class ChatConfig:
         return self.llm
 
     def replace(self, **overrides: Any) -> ChatConfig:
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise TypeError(f"unknown ChatConfig field(s) {unknown}; known: {sorted(names)}")
+        """A copy with ``overrides`` (validated again); an unknown field name is a ``TypeError``."""
         return dataclasses.replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
