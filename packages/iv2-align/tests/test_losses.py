@@ -173,7 +173,7 @@ def test_losses_backward_with_and_without_gradient_checkpointing(tokenizer):
     """Training readiness: both losses backpropagate into every tower; recomputation gives the same gradients."""
     import dataclasses
 
-    from conftest import randomize_
+    from _align_helpers import randomize_
 
     from iv2_align import Stage2Model, get_stage2_config
 

@@ -131,7 +131,7 @@ def test_beats_tokens(tiny_av_model):
 
 
 def test_beats_pre_ln_variant():
-    from conftest import randomize_
+    from _align_helpers import randomize_
 
     from iv2_align import BEATs, BEATsConfig
 
