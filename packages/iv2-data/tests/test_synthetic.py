@@ -187,3 +187,18 @@ def test_in_memory_datasets_match_the_file_datasets(tmp_path: Path) -> None:
                     assert a[key] == b[key], (kind, key)
     with pytest.raises(ValueError, match="unknown synthetic dataset kind"):
         corpus.dataset("speech")
+
+
+def test_corpus_words_cover_every_text_of_a_larger_corpus():
+    """A vocabulary built from corpus_words() has no unknown word on the corpus, whatever its size or seed."""
+    import re
+
+    from iv2_data.synthetic import BACKGROUNDS, COLOURS, DIRECTIONS, OBJECTS, clip_records, clip_spec, corpus_words
+
+    words = set(corpus_words())
+    assert {*COLOURS, *DIRECTIONS, *BACKGROUNDS, *OBJECTS} <= words
+    for seed in (0, 7):
+        for index in range(600, 1400, 7):
+            text = repr(clip_records(clip_spec(index, seed), seed)).lower()
+            for record in re.findall(r"'(?:caption|question|answer|a|q|i|asr|label_name)': '([^']*)'", text):
+                assert set(re.findall(r"\w+|[^\w\s]", record)) <= words, record

@@ -19,7 +19,7 @@ machine. By concern:
 
 from iv2_data.synthetic.dataset import SyntheticCorpus, SyntheticDataset
 from iv2_data.synthetic.files import write_corpus, write_video
-from iv2_data.synthetic.records import ANNOTATION_FILES, MCQA_TASKS, SYNTHETIC_CLASSES, clip_records
+from iv2_data.synthetic.records import ANNOTATION_FILES, MCQA_TASKS, SYNTHETIC_CLASSES, clip_records, corpus_words
 from iv2_data.synthetic.render import (
     BACKGROUNDS,
     COLOURS,
@@ -52,6 +52,7 @@ __all__ = [
     "SyntheticCorpus",
     "SyntheticDataset",
     "clip_records",
+    "corpus_words",
     "clip_spec",
     "render_audio",
     "render_frames",

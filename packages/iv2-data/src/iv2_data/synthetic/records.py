@@ -8,13 +8,15 @@ captions, questions and labels name directions, which a horizontal flip would co
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from iv2_data.synthetic.render import COLOURS, DIRECTIONS, NUMBER_WORDS, OBJECTS, SyntheticClip
+from iv2_data.synthetic.render import COLOURS, DIRECTIONS, NUMBER_WORDS, OBJECTS, SyntheticClip, clip_spec
 
-__all__ = ["ANNOTATION_FILES", "MCQA_TASKS", "SYNTHETIC_CLASSES", "clip_records", "media_paths"]
+__all__ = ["ANNOTATION_FILES", "MCQA_TASKS", "SYNTHETIC_CLASSES", "clip_records", "corpus_words", "media_paths"]
 
 MCQA_TASKS = ("motion", "colour", "count", "identity")
 
@@ -122,3 +124,33 @@ def conversation(spec: SyntheticClip) -> list[dict[str, str]]:
         {"i": instruction, "q": "Describe the video briefly.", "a": spec.captions()[0] + "."},
         {"i": instruction, "q": "Where does it move?", "a": f"It moves {spec.direction}."},
     ]
+
+
+def corpus_words(seed: int = 0, num_samples: int = 512) -> list[str]:
+    """Every word (lower-cased) and punctuation mark that the texts of the corpus use — captions, audio captions,
+    transcripts, questions, candidates, answers, instructions, class names — in first-seen order.
+
+    A tiny text model's vocabulary (a BERT ``vocab.txt``, a word-level LLM tokenizer) built from it has no
+    unknown token on the corpus. The texts are templates over a few attribute values, so the first
+    ``num_samples`` clips already use every word (tested against the attribute lists)."""
+    seen: dict[str, None] = {}
+    for index in range(num_samples):
+        for records in clip_records(clip_spec(index, seed), seed).values():
+            for text in _texts(records):
+                seen.update(dict.fromkeys(re.findall(r"\w+|[^\w\s]", text.lower())))
+    for name in SYNTHETIC_CLASSES:
+        seen.update(dict.fromkeys(name.split()))
+    return list(seen)
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """The natural-language strings in a record (media paths and other file names left out)."""
+    if isinstance(value, str):
+        if not value.endswith((".mp4", ".wav", ".png")):
+            yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _texts(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _texts(item)
