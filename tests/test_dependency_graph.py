@@ -11,7 +11,7 @@ ALLOWED = {  # iv2 packages each package may depend on (DESIGN.md)
     "iv2-kernels": set(),
     "iv2-data": set(),
     "iv2-encoders": {"iv2-data", "iv2-kernels"},
-    "iv2-train": set(),
+    "iv2-train": {"iv2-data"},  # its atomic writes and JSONL logs: iv2_data.files
     "iv2-distill": {"iv2-encoders", "iv2-data", "iv2-kernels", "iv2-train"},
     "iv2-align": {"iv2-encoders", "iv2-data", "iv2-kernels", "iv2-train"},
     "iv2-chat": {"iv2-encoders", "iv2-data", "iv2-kernels", "iv2-train"},

@@ -88,7 +88,7 @@ def checkpoint_failure_on_one_rank(rank: int) -> list[str]:
     except (OSError, CheckpointWriteError) as err:
         raised = err
     steps = [s for s, _ in list_checkpoints(out)]
-    leftovers = sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith(".tmp"))
+    leftovers = sorted(p.name for p in (out / "checkpoints").iterdir() if p.name != "step_00000001")
     barrier()
     if rank == 0:
         shutil.rmtree(out, ignore_errors=True)

@@ -2,6 +2,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,7 +40,7 @@ class Tied(nn.Module):
 def test_atomic_directories_and_keep_last(tmp_path: Path) -> None:
     for step in (1, 2, 3, 4):
         with atomic_checkpoint(tmp_path, step, keep_last=2) as tmp:
-            assert tmp.name.startswith(".tmp-")
+            assert tmp.name.startswith(f".step_{step:08d}.tmp-")  # iv2_data.atomic_write's hidden name
             assert latest_checkpoint(tmp_path) != tmp  # invisible until complete
             (tmp / "trainer.pt").write_text(str(step))
     assert [s for s, _ in list_checkpoints(tmp_path)] == [3, 4]
@@ -50,17 +54,67 @@ def test_crash_while_writing_leaves_previous_checkpoint(tmp_path: Path) -> None:
         (tmp / "trainer.pt").write_text("half")
         raise RuntimeError("failed mid-write")
     assert latest_checkpoint(tmp_path).name == "step_00000005"
-    assert not (tmp_path / "checkpoints" / ".tmp-step_00000010").exists()  # an error cleans up after itself
-    # a killed process cannot: its temporary directory stays until remove_partial_checkpoints
-    (tmp_path / "checkpoints" / ".tmp-step_00000010").mkdir()
-    (tmp_path / "checkpoints" / ".tmp-step_00000010" / "trainer.pt").write_text("half")
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000005"]  # cleaned up
+    # a killed process cannot clean up: its temporary directory stays until remove_partial_checkpoints
+    leftover = tmp_path / "checkpoints" / f".step_00000010.tmp-{dead_pid()}-0123abcd"
+    leftover.mkdir()
+    (leftover / "trainer.pt").write_text("half")
     assert latest_checkpoint(tmp_path).name == "step_00000005"
-    remove_partial_checkpoints(tmp_path)
-    assert not (tmp_path / "checkpoints" / ".tmp-step_00000010").exists()
+    assert remove_partial_checkpoints(tmp_path) == [leftover]
+    assert not leftover.exists()
     # Rewriting the same step replaces it whole.
     with atomic_checkpoint(tmp_path, 5) as tmp:
         (tmp / "trainer.pt").write_text("newer")
     assert (latest_checkpoint(tmp_path) / "trainer.pt").read_text() == "newer"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000005"]
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (what a killed writer's temporary name carries)."""
+    finished = subprocess.Popen([sys.executable, "-c", ""])
+    finished.wait()
+    return finished.pid
+
+
+def test_checkpoints_and_exports_get_the_umask_permissions(tmp_path: Path) -> None:
+    """safetensors writes through a 0o600 temporary file and the old writer kept it: saved checkpoints were
+    -rw------- whatever the umask. They get what the umask gives any new file or folder."""
+    old = os.umask(0o022)
+    try:
+        with atomic_checkpoint(tmp_path, 1) as tmp:
+            export_safetensors(Tied(), tmp / "model.safetensors")
+            torch.save({"step": 1}, tmp / "trainer.pt")
+        export_safetensors(Tied(), tmp_path / "final" / "model.safetensors")
+    finally:
+        os.umask(old)
+    ckpt = latest_checkpoint(tmp_path)
+    assert stat.S_IMODE(ckpt.stat().st_mode) == 0o755
+    for path in (ckpt / "model.safetensors", ckpt / "trainer.pt", tmp_path / "final" / "model.safetensors"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    assert sorted(p.name for p in (tmp_path / "final").iterdir()) == ["model.safetensors"]  # no temporary left
+
+
+def test_export_killed_midway_leaves_the_old_file_and_a_leftover_the_next_run_removes(tmp_path: Path) -> None:
+    """A kill during the export's write (simulated: the writer raises KeyboardInterrupt inside save_file)
+    leaves the previous export intact; the old writer's fixed ``.tmp`` name was never cleaned."""
+    import safetensors.torch
+
+    target = export_safetensors(Tied(), tmp_path / "model.safetensors")
+    before = target.read_bytes()
+
+    def killed(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    real = safetensors.torch.save_file
+    safetensors.torch.save_file = killed
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            export_safetensors(Tied(), target)
+    finally:
+        safetensors.torch.save_file = real
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
 
 
 def test_safetensors_round_trip_with_tied_weights_and_flat_views(tmp_path: Path) -> None:
@@ -159,6 +213,28 @@ def test_metrics_logger_truncates_on_resume_and_plots(tmp_path: Path) -> None:
     json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     written = plot_metrics(tmp_path / "metrics.jsonl", tmp_path / "plots")
     assert sorted(p.name for p in written) == ["loss.png", "lr.png"]
+
+
+def test_metrics_appends_never_glue_onto_a_torn_line(tmp_path: Path) -> None:
+    """A killed run leaves a line cut short; a logger opened without resume_step (a second logger, an eval
+    script) used to append its row onto it, losing both."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "lo')
+    logger = MetricsLogger(tmp_path, tensorboard=False)
+    logger.log(2, {"eval/acc": 0.5})
+    logger.close()
+    assert read_metrics(path) == [{"step": 1, "loss": 1.0}, {"step": 2, "eval/acc": 0.5}]
+
+
+def test_resume_rewrite_is_atomic_and_its_leftover_removed(tmp_path: Path) -> None:
+    """The resume truncation rewrites the file through iv2_data.atomic_write: a rewrite killed midway leaves the
+    old file whole and a temporary the next logger removes."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n')
+    (tmp_path / f".metrics.jsonl.tmp-{dead_pid()}-0123abcd").write_text('{"step": 1')  # a killed rewrite
+    MetricsLogger(tmp_path, tensorboard=False, resume_step=1).close()
+    assert read_metrics(path) == [{"step": 1, "loss": 1.0}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
 
 
 def test_tensorboard_is_optional(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["JsonlManifest", "atomic_write", "remove_leftovers"]
+__all__ = ["JsonlManifest", "atomic_write", "remove_leftovers", "unfinished_writes"]
 
 # `.NAME.tmp-PID-RANDOM`: a write in progress (or killed). `.NAME.old-PID-RANDOM`: the previous version of a
 # directory set aside while the new one is renamed into place.
@@ -150,6 +150,19 @@ def _pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def unfinished_writes(folder: str | os.PathLike[str], name: str | None = None) -> list[Path]:
+    """The temporary files and folders of :func:`atomic_write` in ``folder`` (for target ``name``, or any):
+    writes in progress, or left by a process that died (which :func:`remove_leftovers` deletes)."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    return sorted(
+        entry
+        for entry in root.iterdir()
+        if (match := _TEMP.match(entry.name)) and (name is None or match["name"] == name)
+    )
 
 
 def remove_leftovers(folder: str | os.PathLike[str], name: str | None = None) -> list[Path]:

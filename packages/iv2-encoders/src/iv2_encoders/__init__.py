@@ -9,46 +9,97 @@
 
 Checkpoints: :func:`load_checkpoint` (every released encoder layout), and for any model the shared checked
 loader :func:`load_state_dict_checked` with :func:`read_state_dict`.
+
+The names below are imported on first use (PEP 562), so that importing the package (and the command lines'
+``--help``) does not load torch.
 """
 
-from .checkpoint import (
-    CheckpointError,
-    LoadResult,
-    load_checkpoint,
-    load_state_dict_checked,
-    read_state_dict,
-    save_checkpoint,
-)
-from .config import MODEL_CONFIGS, HubFile, PretrainedCfg, VideoEncoderConfig
-from .model import AttentionPoolingHead, EncoderOutput, VideoEncoder
-from .pos_embed import interpolate_pos_embed, sincos_3d
-from .pretrained import get_pretrained_cfg, load_pretrained, save_pretrained
-from .registry import create_model, get_config, list_models
+from __future__ import annotations
 
-__all__ = [
-    "MODEL_CONFIGS",
-    "AttentionPoolingHead",
-    "CheckpointError",
-    "EncoderOutput",
-    "HubFile",
-    "LoadResult",
-    "PretrainedCfg",
-    "VideoEncoder",
-    "VideoEncoderConfig",
-    "create_model",
-    "get_config",
-    "get_pretrained_cfg",
-    "interpolate_pos_embed",
-    "list_models",
-    "load_checkpoint",
-    "load_pretrained",
-    "load_state_dict_checked",
-    "read_state_dict",
-    "save_checkpoint",
-    "save_pretrained",
-    "sincos_3d",
-]
-
+import importlib
 from importlib.metadata import version as _version
+from typing import TYPE_CHECKING, Any
 
 __version__ = _version("iv2-encoders")
+
+# public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    # checkpoint
+    "CheckpointError": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "load_state_dict_checked": "checkpoint",
+    "LoadResult": "checkpoint",
+    "read_state_dict": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    # config
+    "HubFile": "config",
+    "MODEL_CONFIGS": "config",
+    "PretrainedCfg": "config",
+    "VideoEncoderConfig": "config",
+    # model
+    "AttentionPoolingHead": "model",
+    "EncoderOutput": "model",
+    "VideoEncoder": "model",
+    # pos_embed
+    "interpolate_pos_embed": "pos_embed",
+    "sincos_3d": "pos_embed",
+    # pretrained
+    "get_pretrained_cfg": "pretrained",
+    "load_pretrained": "pretrained",
+    "save_pretrained": "pretrained",
+    # registry
+    "create_model": "registry",
+    "get_config": "registry",
+    "list_models": "registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:  # what static analysis and IDEs see; the table above is what runs
+    from .checkpoint import (  # noqa: F401
+        CheckpointError,
+        LoadResult,
+        load_checkpoint,
+        load_state_dict_checked,
+        read_state_dict,
+        save_checkpoint,
+    )
+    from .config import (  # noqa: F401
+        MODEL_CONFIGS,
+        HubFile,
+        PretrainedCfg,
+        VideoEncoderConfig,
+    )
+    from .model import (  # noqa: F401
+        AttentionPoolingHead,
+        EncoderOutput,
+        VideoEncoder,
+    )
+    from .pos_embed import (  # noqa: F401
+        interpolate_pos_embed,
+        sincos_3d,
+    )
+    from .pretrained import (  # noqa: F401
+        get_pretrained_cfg,
+        load_pretrained,
+        save_pretrained,
+    )
+    from .registry import (  # noqa: F401
+        create_model,
+        get_config,
+        list_models,
+    )

@@ -8,16 +8,17 @@ Layout of one checkpoint (``OUTPUT/checkpoints/step_00000100/``)::
     deepspeed/            DeepSpeed engine checkpoint (trainable weights + partitioned optimizer), DeepSpeed only
     frozen.safetensors    DeepSpeed only: the frozen parameters that stay in checkpoints
 
-A checkpoint is written into ``.tmp-step_...`` and renamed when every rank has finished, so a directory
-named ``step_*`` is always complete; a crash mid-write leaves only a ``.tmp-*`` directory, ignored and
-cleaned up later. All ranks must see the same filesystem (one node, or a shared disk).
+A checkpoint is written with :func:`iv2_data.atomic_write` (``directory=True``) into a temporary folder
+``.step_XXXXXXXX.tmp-<pid>-<random>`` and renamed when every rank has finished, so a directory named
+``step_*`` is always complete; a killed run leaves only such a temporary folder, which
+:func:`remove_partial_checkpoints` (:func:`iv2_data.remove_leftovers`) deletes on the next start. Files and
+folders get the umask's permissions. All ranks must see the same filesystem (one node, or a shared disk).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,8 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from iv2_data.files import atomic_write, remove_leftovers
+
 from ._paths import checkpoint_dir, latest_checkpoint, list_checkpoints
-from .distributed import any_rank_true, barrier, get_rank
+from .distributed import any_rank_true, barrier, broadcast_object, get_rank
 
 __all__ = [
     "CheckpointWriteError",
@@ -57,13 +60,11 @@ def prune_checkpoints(output_dir: str | Path, keep_last: int) -> list[Path]:
     return doomed
 
 
-def remove_partial_checkpoints(output_dir: str | Path) -> None:
-    """Delete ``.tmp-*`` directories left by a run that died while writing."""
-    root = Path(output_dir) / "checkpoints"
-    if root.is_dir():
-        for path in root.iterdir():
-            if path.name.startswith(".tmp-"):
-                shutil.rmtree(path, ignore_errors=True)
+def remove_partial_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Delete the temporary folders of checkpoint writes whose process died (a killed run), and finish a
+    replacement of a checkpoint cut short (the previous version is put back). Returns what was handled.
+    Call it on one rank, where no other run writes to ``output_dir``."""
+    return remove_leftovers(Path(output_dir) / "checkpoints")
 
 
 class CheckpointWriteError(RuntimeError):
@@ -75,48 +76,44 @@ def atomic_checkpoint(output_dir: str | Path, step: int, keep_last: int = 0) -> 
     """Collective: every rank writes its files into the yielded temporary directory; on exit rank 0
     renames it to ``step_XXXXXXXX`` (replacing an older one of the same step) and prunes old ones.
 
-    If writing fails on any rank, every rank raises (the failing one its own error, the others
-    :class:`CheckpointWriteError`), the temporary directory is removed and the previous checkpoints stay."""
+    Rank 0 opens the temporary directory with :func:`iv2_data.atomic_write` and broadcasts its path; after
+    every rank has written, the ranks agree on success, and rank 0 commits it. If writing fails on any rank,
+    every rank raises (the failing one its own error, the others :class:`CheckpointWriteError`), the
+    temporary directory is removed and the previous checkpoints stay."""
     final = checkpoint_dir(output_dir, step)
-    tmp = final.with_name(".tmp-" + final.name)
-    if get_rank() == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    barrier()
-    error: BaseException | None = None
+    rank = get_rank()
+    failure: BaseException | None = None
     try:
-        yield tmp
-    except Exception as err:  # agree on failure below instead of leaving the other ranks at a barrier
-        error = err
-    if any_rank_true(error is not None):
-        if get_rank() == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-        barrier()  # every rank agreed to fail, so every rank is here: the error surfaces after the clean-up
-        if error is not None:
-            raise error
-        raise CheckpointWriteError(f"another rank failed while writing checkpoint step {step}; {final} was not written")
-    if get_rank() == 0:
-        _fsync_dir(tmp)
-        if final.exists():
-            trash = final.with_name(".tmp-old-" + final.name)
-            shutil.rmtree(trash, ignore_errors=True)
-            os.replace(final, trash)
-            os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(final.parent)
-        prune_checkpoints(output_dir, keep_last)
-    barrier()
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with contextlib.ExitStack() as stack:
+            opened: BaseException | None = None
+            tmp: Path | None = None
+            if rank == 0:
+                try:
+                    tmp = stack.enter_context(atomic_write(final, directory=True))
+                except Exception as err:  # e.g. a read-only output_dir: the other ranks must not wait forever
+                    opened = err
+            shared = broadcast_object(None if opened is not None or tmp is None else str(tmp))
+            if opened is not None:
+                raise opened
+            if shared is None:
+                raise CheckpointWriteError(f"rank 0 could not create the temporary folder for {final}")
+            error: BaseException | None = None
+            try:
+                yield Path(shared)
+            except Exception as err:  # agree on failure below instead of leaving the other ranks at a barrier
+                error = err
+            if any_rank_true(error is not None):
+                # Raised inside atomic_write on rank 0, so that it removes the temporary folder.
+                raise error or CheckpointWriteError(
+                    f"another rank failed while writing checkpoint step {step}; {final} was not written"
+                )
+        if rank == 0:  # committed: atomic_write renamed the folder into place
+            prune_checkpoints(output_dir, keep_last)
+    except Exception as err:
+        failure = err
+    barrier()  # every rank is here, on success or agreed failure: the error surfaces after the clean-up
+    if failure is not None:
+        raise failure
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -159,10 +156,8 @@ def export_safetensors(
     if aliases:
         meta[_ALIASES_KEY] = json.dumps(aliases)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta or None)
-    os.replace(tmp, path)
+    with atomic_write(path) as partial:  # complete or absent, umask permissions, leftovers recognisable
+        save_file(tensors, str(partial), metadata=meta or None)
     return path
 
 

@@ -152,6 +152,8 @@ def _plot(run: Path, output: Path | None) -> int:
 
 def run_summary(run: Path) -> dict[str, Any]:
     """What ``iv2-train show`` prints, as a dict."""
+    from iv2_data.files import unfinished_writes
+
     from ._paths import list_checkpoints
     from .metrics import is_eval_record, is_train_record, read_metrics
 
@@ -161,7 +163,7 @@ def run_summary(run: Path) -> dict[str, Any]:
     last_eval = next((r for r in reversed(records) if is_eval_record(r)), {})
     checkpoints = list_checkpoints(run)
     final = run / "final" / "model.safetensors"
-    partial = sorted(p.name for p in (run / "checkpoints").glob(".tmp-*")) if (run / "checkpoints").is_dir() else []
+    partial = [p.name for p in unfinished_writes(run / "checkpoints")]
     return {
         "run": str(run),
         "max_steps": _max_steps(run / "config.yaml"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -17,12 +16,14 @@ EVAL_PREFIX = "eval/"
 
 
 class MetricsLogger:
-    """Appends one JSON object per logged step to ``output_dir/metrics.jsonl`` (rank 0 only).
+    """Appends one JSON object per logged step to ``output_dir/metrics.jsonl`` (rank 0 only), through
+    :class:`iv2_data.JsonlManifest`: each row is flushed as it is logged, and a line cut short by a killed run
+    is skipped on reading and never glued to the next row.
 
     A logger only appends: several loggers on one folder (the Trainer's, a stage's evaluation script's)
     share the file. With ``resume_step`` the records after that step (written by a run that died after its
-    last checkpoint) are dropped first, so the file reads as one uninterrupted run; the Trainer passes the
-    step it resumes from (0 for a fresh start).
+    last checkpoint) are dropped first, by an atomic rewrite, so the file reads as one uninterrupted run; the
+    Trainer passes the step it resumes from (0 for a fresh start).
     """
 
     def __init__(
@@ -36,16 +37,16 @@ class MetricsLogger:
         self.enabled = enabled
         self.path = Path(output_dir) / "metrics.jsonl"
         self._tb: Any = None
+        self._rows: Any = None
         if not enabled:
             return
+        from iv2_data.files import JsonlManifest, remove_leftovers
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(self.path.parent, self.path.name)  # a rewrite killed midway
+        self._rows = JsonlManifest(self.path)
         if resume_step is not None and self.path.exists():
-            kept = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= resume_step]
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            with tmp.open("w") as fh:
-                for record in kept:
-                    fh.write(json.dumps(record) + "\n")
-            tmp.replace(self.path)  # a kill while rewriting never loses the kept records
+            self._rows.rewrite([r for r in self._rows.rows if _step(r) <= resume_step])
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -59,17 +60,25 @@ class MetricsLogger:
         if not self.enabled:
             return
         record = {"step": int(step), **{k: _jsonable(v) for k, v in metrics.items()}}
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        self._rows.append(record)
         if self._tb is not None:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     self._tb.add_scalar(key, value, step)
 
     def close(self) -> None:
+        if self._rows is not None:
+            self._rows.close()
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def _step(record: Mapping[str, Any]) -> int:
+    try:
+        return int(record.get("step", 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _jsonable(value: Any) -> Any:
@@ -91,16 +100,13 @@ def is_train_record(record: Mapping[str, Any]) -> bool:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file (a torn last line from a killed run is skipped)."""
-    records = []
-    for line in Path(path).read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    """The records of a ``metrics.jsonl`` file (a torn line from a killed run is skipped)."""
+    from iv2_data.files import JsonlManifest
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"metrics file not found: {path}")
+    return JsonlManifest(path).rows
 
 
 class Progress:

@@ -3,82 +3,124 @@
 ``curate(inputs, output_dir, CurationConfig(...))``, ``curate(..., stages=[...])`` or ``iv2-data curate``. Scene
 detection needs the ``curate`` extra (PySceneDetect, OpenCV); captioning models the ``captions`` extra
 (transformers, Pillow) and user-supplied weights.
+
+The names below are imported on first use (PEP 562), so that importing the package (and the command lines'
+``--help``) does not load torch.
 """
 
-from iv2_data.curate.caption import (
-    FUSION_PROMPT,
-    AudioCaptioner,
-    CaptionFuser,
-    HFAudioCaptioner,
-    HFLLMFuser,
-    HFVideoCaptioner,
-    SpeechRecognizer,
-    TemplateFuser,
-    VideoCaptioner,
-    WhisperSpeechRecognizer,
-)
-from iv2_data.curate.doubles import (
-    ConstantCaptioner,
-    FrameDifferenceBoundaryModel,
-    FunctionCaptioner,
-    HashingEmbedder,
-)
-from iv2_data.curate.filter import ClipEmbedder, caption_similarity, deduplicate
-from iv2_data.curate.pipeline import CurationConfig, CurationResult, curate, default_stages, find_videos
-from iv2_data.curate.segment import (
-    BoundaryModel,
-    ClipRules,
-    ContentSceneDetector,
-    LearnedSceneDetector,
-    SceneDetector,
-    WholeVideo,
-    cut_clip,
-    video_duration,
-)
-from iv2_data.curate.stages import (
-    CaptionStage,
-    CurationContext,
-    CurationStage,
-    FilterStage,
-    OutputStage,
-    SegmentStage,
-)
+from __future__ import annotations
 
-__all__ = [
-    "FUSION_PROMPT",
-    "AudioCaptioner",
-    "BoundaryModel",
-    "CaptionFuser",
-    "CaptionStage",
-    "ClipEmbedder",
-    "ClipRules",
-    "ConstantCaptioner",
-    "ContentSceneDetector",
-    "CurationConfig",
-    "CurationContext",
-    "CurationResult",
-    "CurationStage",
-    "FilterStage",
-    "FrameDifferenceBoundaryModel",
-    "FunctionCaptioner",
-    "HFAudioCaptioner",
-    "HFLLMFuser",
-    "HFVideoCaptioner",
-    "HashingEmbedder",
-    "LearnedSceneDetector",
-    "OutputStage",
-    "SceneDetector",
-    "SegmentStage",
-    "SpeechRecognizer",
-    "TemplateFuser",
-    "VideoCaptioner",
-    "WhisperSpeechRecognizer",
-    "WholeVideo",
-    "caption_similarity",
-    "curate",
-    "cut_clip",
-    "deduplicate",
-    "default_stages",
-    "find_videos",
-    "video_duration",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    # caption
+    "AudioCaptioner": "caption",
+    "CaptionFuser": "caption",
+    "FUSION_PROMPT": "caption",
+    "HFAudioCaptioner": "caption",
+    "HFLLMFuser": "caption",
+    "HFVideoCaptioner": "caption",
+    "SpeechRecognizer": "caption",
+    "TemplateFuser": "caption",
+    "VideoCaptioner": "caption",
+    "WhisperSpeechRecognizer": "caption",
+    # doubles
+    "ConstantCaptioner": "doubles",
+    "FrameDifferenceBoundaryModel": "doubles",
+    "FunctionCaptioner": "doubles",
+    "HashingEmbedder": "doubles",
+    # filter
+    "caption_similarity": "filter",
+    "ClipEmbedder": "filter",
+    "deduplicate": "filter",
+    # pipeline
+    "curate": "pipeline",
+    "CurationConfig": "pipeline",
+    "CurationResult": "pipeline",
+    "default_stages": "pipeline",
+    "find_videos": "pipeline",
+    # segment
+    "BoundaryModel": "segment",
+    "ClipRules": "segment",
+    "ContentSceneDetector": "segment",
+    "cut_clip": "segment",
+    "LearnedSceneDetector": "segment",
+    "SceneDetector": "segment",
+    "video_duration": "segment",
+    "WholeVideo": "segment",
+    # stages
+    "CaptionStage": "stages",
+    "CurationContext": "stages",
+    "CurationStage": "stages",
+    "FilterStage": "stages",
+    "OutputStage": "stages",
+    "SegmentStage": "stages",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:  # what static analysis and IDEs see; the table above is what runs
+    from .caption import (  # noqa: F401
+        FUSION_PROMPT,
+        AudioCaptioner,
+        CaptionFuser,
+        HFAudioCaptioner,
+        HFLLMFuser,
+        HFVideoCaptioner,
+        SpeechRecognizer,
+        TemplateFuser,
+        VideoCaptioner,
+        WhisperSpeechRecognizer,
+    )
+    from .doubles import (  # noqa: F401
+        ConstantCaptioner,
+        FrameDifferenceBoundaryModel,
+        FunctionCaptioner,
+        HashingEmbedder,
+    )
+    from .filter import (  # noqa: F401
+        ClipEmbedder,
+        caption_similarity,
+        deduplicate,
+    )
+    from .pipeline import (  # noqa: F401
+        CurationConfig,
+        CurationResult,
+        curate,
+        default_stages,
+        find_videos,
+    )
+    from .segment import (  # noqa: F401
+        BoundaryModel,
+        ClipRules,
+        ContentSceneDetector,
+        LearnedSceneDetector,
+        SceneDetector,
+        WholeVideo,
+        cut_clip,
+        video_duration,
+    )
+    from .stages import (  # noqa: F401
+        CaptionStage,
+        CurationContext,
+        CurationStage,
+        FilterStage,
+        OutputStage,
+        SegmentStage,
+    )

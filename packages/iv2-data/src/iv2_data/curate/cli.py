@@ -6,17 +6,10 @@ import argparse
 import importlib
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from iv2_data.curate.caption import (
-    HFAudioCaptioner,
-    HFLLMFuser,
-    HFVideoCaptioner,
-    TemplateFuser,
-    WhisperSpeechRecognizer,
-)
-from iv2_data.curate.pipeline import CurationConfig, curate
-from iv2_data.curate.segment import ClipRules, ContentSceneDetector, WholeVideo
+if TYPE_CHECKING:
+    from iv2_data.curate.pipeline import CurationConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +56,17 @@ def _load_factory(spec: str) -> Any:
 
 
 def config_from_args(args: argparse.Namespace) -> CurationConfig:
+    # imported here: building the parser (``--help``) must not load torch
+    from iv2_data.curate.caption import (
+        HFAudioCaptioner,
+        HFLLMFuser,
+        HFVideoCaptioner,
+        TemplateFuser,
+        WhisperSpeechRecognizer,
+    )
+    from iv2_data.curate.pipeline import CurationConfig
+    from iv2_data.curate.segment import ClipRules, ContentSceneDetector, WholeVideo
+
     device = args.device
     return CurationConfig(
         detector=ContentSceneDetector(args.threshold, args.min_scene_frames)
@@ -82,6 +86,8 @@ def config_from_args(args: argparse.Namespace) -> CurationConfig:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    from iv2_data.curate.pipeline import curate
+
     result = curate(args.inputs, args.output, config_from_args(args))
     for warning in result.warnings:
         print(f"iv2-data curate: {warning}", file=sys.stderr)
