@@ -51,6 +51,53 @@ def test_writer_skips_unreadable_media_and_says_so(corpus: dict[str, Path], tmp_
     assert [s["index"] for s in manifest.skipped] == [1] and "not_there.mp4" in manifest.skipped[0]["path"]
 
 
+def test_writer_checks_media_through_the_media_layer(corpus: dict[str, Path], tmp_path: Path) -> None:
+    import numpy as np
+
+    from iv2_data.synthetic import write_video
+
+    """A text file named .mp4, random bytes, an audio key on a file without audio and a record naming no media
+    are skipped and recorded with a message naming the file; they used to be packed (the text file, the silent
+    video as audio) or to end the run (the record without media)."""
+    root = corpus["root"]
+    (root / "notes.mp4").write_text("this is a text file, not a video\n" * 20)
+    (root / "noise.mp4").write_bytes(bytes(range(256)) * 40)
+    write_video(root / "silent.mp4", np.zeros((2, 16, 16, 3), np.uint8), 4)
+    records = json.loads(corpus["video_text"].read_text())[:2]
+    records += [
+        {"video": "notes.mp4", "caption": "text"},
+        {"video": "noise.mp4", "caption": "noise"},
+        {"video": "silent.mp4", "audio": "silent.mp4", "caption": "a silent video as audio"},
+        {"caption": "no media at all"},
+    ]
+    ann = root / "mixed.json"
+    ann.write_text(json.dumps(records))
+    manifest = write_shards(ann, tmp_path, samples_per_shard=10, progress=False, media_keys=("video", "audio"))
+    assert manifest.num_samples == 2
+    skipped = {s["index"]: s for s in manifest.skipped}
+    assert sorted(skipped) == [2, 3, 4, 5]
+    assert skipped[2]["path"].endswith("notes.mp4") and "a text file, not a video" in skipped[2]["error"]
+    assert skipped[3]["path"].endswith("noise.mp4") and "noise.mp4" in skipped[3]["error"]
+    assert "no audio stream" in skipped[4]["error"]
+    assert "names no media" in skipped[5]["error"]
+    with tarfile.open(tmp_path / "shard-000000.tar") as tar:
+        assert sorted(n for n in tar.getnames() if not n.endswith(".json")) == [
+            "000000000.video.mp4", "000000001.video.mp4"]  # fmt: skip
+
+
+def test_settings_mismatch_names_the_differing_keys(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """It printed two whole settings dictionaries; now each differing key with its old and new value."""
+    from iv2_data.command_line import OutputConflict
+
+    write_shards(corpus["video_text"], tmp_path, samples_per_shard=4, progress=False)
+    with pytest.raises(OutputConflict) as raised:
+        write_shards(corpus["video_text"], tmp_path, samples_per_shard=3, progress=False)
+    message = str(raised.value)
+    assert "samples_per_shard was 4, now 3" in message
+    assert "annotation_sha256" not in message and "media_root" not in message  # only what differs
+    assert str(tmp_path / "manifest.json") in message
+
+
 def test_writer_resumes_after_an_interruption(
     corpus: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -166,7 +213,9 @@ def test_cli_shard(corpus: dict[str, Path], tmp_path: Path, capsys: pytest.Captu
     assert "missing.json" in capsys.readouterr().err
 
 
-def test_undecodable_sample_in_a_shard_is_skipped_by_policy(corpus: dict[str, Path], tmp_path: Path) -> None:
+def test_undecodable_sample_in_a_shard_is_skipped_by_policy(
+    corpus: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from iv2_data.datasets import BrokenSamplePolicy, TooManyBrokenSamples
 
     garbage = corpus["root"] / "garbage.mp4"
@@ -175,6 +224,8 @@ def test_undecodable_sample_in_a_shard_is_skipped_by_policy(corpus: dict[str, Pa
     records[1]["video"] = "garbage.mp4"
     ann = corpus["root"] / "with_garbage.json"
     ann.write_text(json.dumps(records))
+    # a shard written without the writer's media check (an older writer, or one edited by hand)
+    monkeypatch.setattr(shards_module, "_check_decodable", lambda data, name, key: None)
     write_shards(ann, tmp_path, samples_per_shard=3, progress=False)
     tolerant = VideoTextDataset([], num_frames=FRAMES, size=SIZE, broken=BrokenSamplePolicy(0.5, min_attempts=2))
     assert [s["index"] for s in ShardDataset(tmp_path, tolerant)] == [0, 2]

@@ -4,7 +4,9 @@ Writing (``iv2-data shard`` or :func:`write_shards`): record ``i`` of the annota
 ``i // samples_per_shard`` as ``{i:09d}.json`` (the record) plus one member per media file, named after its
 record key and suffix (``{i:09d}.video.mp4``, ``{i:09d}.audio.wav``). A shard is written with
 :func:`~iv2_data.atomic_write` (complete or absent), and ``manifest.json`` lists the finished shards, so a rerun
-continues where an interrupted one stopped. Records whose media cannot be read are listed under ``skipped``.
+continues where an interrupted one stopped. Media is checked through the media layer before it is packed (it
+opens, has the stream its key names, and a first frame decodes); records whose media cannot be read, and
+records naming none, are listed under ``skipped``.
 
 Reading (:class:`ShardDataset`): shards are split over ranks and DataLoader workers, optionally shuffled per
 epoch (the shard order and a shuffle buffer, both seeded), and each sample is decoded in the worker, from the
@@ -31,12 +33,14 @@ import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from iv2_data.annotations import load_annotations
+from iv2_data.command_line import Interrupted, OutputConflict
 from iv2_data.datasets import AnnotationDataset, collate, split_read_options
 from iv2_data.files import atomic_write, remove_leftovers
-from iv2_data.media import media_bytes, read_media_bytes
+from iv2_data.media import media_bytes, open_media, read_media_bytes
 from iv2_data.progress import progress as progress_bar
 from iv2_data.reading import AudioReadConfig, BrokenSamplePolicy, BrokenSamples, FileMedia, VideoReadConfig
 from iv2_data.samples import SampleBuilder, sample_builder
+from iv2_data.video import iter_frames
 
 __all__ = ["MEDIA_KEYS", "ShardDataset", "ShardLoader", "ShardManifest", "write_shards"]
 
@@ -138,9 +142,13 @@ def write_shards(
     if manifest_path.exists():
         manifest = ShardManifest.load(manifest_path)
         # Keys a manifest of an earlier version lacks are not compared.
-        previous = {k: manifest.data.get(k) for k in settings if k in manifest.data}
-        if previous != {k: settings[k] for k in previous}:
-            raise ValueError(f"{manifest_path} was written with {previous}, not {settings}; use another output folder")
+        differing = [k for k in settings if k in manifest.data and manifest.data[k] != settings[k]]
+        if differing:
+            detail = "; ".join(f"{k} was {manifest.data[k]!r}, now {settings[k]!r}" for k in differing)
+            raise OutputConflict(
+                f"{manifest_path} holds shards written with other settings ({detail}); use another output "
+                "folder, or delete this one to start again"
+            )
     else:
         manifest = ShardManifest(manifest_path, {**settings, "shards": [], "skipped": [], "complete": False})
     done = {s["name"] for s in manifest.shards if (out / s["name"]).is_file()}
@@ -149,39 +157,43 @@ def write_shards(
     num_shards = (len(records) + samples_per_shard - 1) // samples_per_shard
     already = sum(s["num_records"] for s in manifest.shards)
     bar = progress_bar(total=len(records), initial=already, desc=f"shards -> {out}", unit="sample", enabled=progress)
-    for shard in range(num_shards):
-        name = f"{prefix}-{shard:06d}.tar"
-        if name in done:
-            continue
-        first = shard * samples_per_shard
-        chunk = records[first : first + samples_per_shard]
-        written, skipped = 0, []
-        with atomic_write(out / name, "wb") as stream, wds.TarWriter(stream) as sink:
-            for offset, record in enumerate(chunk):
-                index = first + offset
-                try:
-                    sample = _pack(record, index, root, media_keys)
-                except OSError as error:
-                    where = getattr(error, "path", None) or error.filename or ""
-                    skipped.append({"index": index, "path": str(where), "error": str(error)})
-                    logger.warning("shard writer: skipping record %d of %s: %s", index, annotations, error)
-                else:
-                    sink.write(sample)
-                    written += 1
-                bar.update(1)
-        manifest.data["shards"].append(
-            {
-                "name": name,
-                "first_index": first,
-                "num_records": len(chunk),
-                "num_samples": written,
-                "bytes": (out / name).stat().st_size,
-            }
-        )
-        manifest.data["skipped"] = [s for s in manifest.skipped if not first <= s["index"] < first + len(chunk)]
-        manifest.data["skipped"] += skipped
-        manifest.data["shards"].sort(key=lambda s: s["first_index"])
-        manifest.save()
+    try:
+        for shard in range(num_shards):
+            name = f"{prefix}-{shard:06d}.tar"
+            if name in done:
+                continue
+            first = shard * samples_per_shard
+            chunk = records[first : first + samples_per_shard]
+            written, skipped = 0, []
+            with atomic_write(out / name, "wb") as stream, wds.TarWriter(stream) as sink:
+                for offset, record in enumerate(chunk):
+                    index = first + offset
+                    try:
+                        sample = _pack(record, index, root, media_keys)
+                    except (OSError, ValueError) as error:  # unreadable media, a record naming none: recorded
+                        where = getattr(error, "path", None) or getattr(error, "filename", None) or ""
+                        skipped.append({"index": index, "path": str(where), "error": str(error)})
+                        logger.warning("shard writer: skipping record %d of %s: %s", index, annotations, error)
+                    else:
+                        sink.write(sample)
+                        written += 1
+                    bar.update(1)
+            manifest.data["shards"].append(
+                {
+                    "name": name,
+                    "first_index": first,
+                    "num_records": len(chunk),
+                    "num_samples": written,
+                    "bytes": (out / name).stat().st_size,
+                }
+            )
+            manifest.data["skipped"] = [s for s in manifest.skipped if not first <= s["index"] < first + len(chunk)]
+            manifest.data["skipped"] += skipped
+            manifest.data["shards"].sort(key=lambda s: s["first_index"])
+            manifest.save()
+    except KeyboardInterrupt:
+        bar.close()
+        raise Interrupted(f"{len(manifest.shards)} of {num_shards} shards done (listed in {manifest_path})") from None
     bar.close()
     manifest.data["complete"] = True
     manifest.save()
@@ -199,6 +211,7 @@ def _pack(record: Mapping[str, Any], index: int, root: Path, media_keys: Sequenc
             raise ValueError(f"record {index}: media key {key!r} must be a path string, got {value!r}")
         path = Path(value) if Path(value).is_absolute() else root / value
         data = read_media_bytes(path)  # a MediaReadError (OSError) naming the file: missing, FIFO, empty...
+        _check_decodable(data, str(path), key)
         suffix = f"{key}{path.suffix.lower() or '.bin'}"
         sample[suffix] = data
         members[key] = suffix
@@ -206,6 +219,21 @@ def _pack(record: Mapping[str, Any], index: int, root: Path, media_keys: Sequenc
         raise ValueError(f"record {index} names no media under keys {list(media_keys)}: {dict(record)}")
     sample["json"] = json.dumps({**record, _MEDIA_FIELD: members, _INDEX_FIELD: index}).encode()
     return sample
+
+
+def _check_decodable(data: bytes, name: str, key: str) -> None:
+    """Open the bytes to pack through the media layer and, for pixels, decode their first frame: a text file
+    named ``.mp4``, a truncated video or a file without the stream its key promises is skipped and recorded
+    here (a :class:`~iv2_data.MediaReadError` naming the file), not found broken in the middle of training."""
+    if key == "audio":
+        with open_media(media_bytes(data, name), "audio") as media:
+            media.audio_stream()
+        return
+    frames = iter_frames(media_bytes(data, name), size=(16, 16))
+    try:
+        next(frames)
+    finally:
+        frames.close()
 
 
 # ---------------------------------------------------------------------------------------------------------

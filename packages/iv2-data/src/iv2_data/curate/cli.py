@@ -12,6 +12,14 @@ if TYPE_CHECKING:
     from iv2_data.curate.pipeline import CurationConfig
 
 
+DESCRIPTION = """Curate raw videos the InternVid2 way, in resumable stages: cut them into clips at scene changes,
+caption each clip (video, audio and speech captioners fused into one caption), filter by caption-clip
+similarity and near-duplicates, and write annotations.jsonl (and optionally webdataset shards).
+
+Without captioning models every clip gets an empty caption and nothing is kept; name the models with
+--video-captioner, --audio-captioner, --asr and --fuser (local paths or Hub ids of transformers pipelines)."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", help="video files or folders")
     parser.add_argument("--output", "-o", required=True, help="output folder (resumable)")
@@ -86,11 +94,17 @@ def config_from_args(args: argparse.Namespace) -> CurationConfig:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    """Exit code 0 when every input was curated (even if no clip was kept: the reasons are counted), 1 when
+    some inputs failed (recorded) or no input video was found."""
+    from iv2_data.command_line import EXIT_FAILED, EXIT_OK
     from iv2_data.curate.pipeline import curate
 
     result = curate(args.inputs, args.output, config_from_args(args))
+    prog = getattr(args, "prog", "iv2-data curate")
     for warning in result.warnings:
-        print(f"iv2-data curate: {warning}", file=sys.stderr)
+        print(f"{prog}: {warning}", file=sys.stderr)
+    for error in result.errors[:20]:
+        print(f"  failed ({error['stage']}): {error['item']}: {error['error']}", file=sys.stderr)
     print(
         json.dumps(
             {
@@ -104,4 +118,4 @@ def run_from_args(args: argparse.Namespace) -> int:
             }
         )
     )
-    return 0 if not result.errors else 2
+    return EXIT_FAILED if result.errors or not result.num_inputs else EXIT_OK
