@@ -189,3 +189,36 @@ def test_rows_holding_unicode_line_separators_stay_one_row(tmp_path: Path) -> No
     with JsonlManifest(path, key="clip") as manifest:
         manifest.append({"clip": "a.mp4", "caption": "line\u2028separator and caf\u00e9"})
     assert JsonlManifest(path, key="clip").get("a.mp4")["caption"] == "line\u2028separator and caf\u00e9"
+
+
+def test_file_sha256_is_the_content_hash_remembered_by_path_size_and_time(tmp_path: Path, monkeypatch) -> None:
+    import hashlib
+
+    from iv2_data.files import file_sha256
+
+    monkeypatch.setenv("IV2_CACHE_DIR", str(tmp_path / "cache"))
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"first weights" * 1000)
+    assert file_sha256(weights) == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert (tmp_path / "cache" / "sha256.json").is_file()
+
+    reads = []
+    real_open = open
+
+    def counting_open(file, *args, **kwargs):
+        if os.fspath(file) == os.path.realpath(weights):
+            reads.append(file)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    link = tmp_path / "other-spelling.bin"
+    link.symlink_to(weights)
+    assert file_sha256(link) == file_sha256(tmp_path / "." / "w.bin") == hashlib.sha256(b"first weights" * 1000).hexdigest()
+    assert reads == []  # another spelling of an unchanged file: not read again
+
+    weights.write_bytes(b"other weights" * 1000)  # same size, rewritten in place: a new time
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert file_sha256(weights) == hashlib.sha256(b"other weights" * 1000).hexdigest()
+    assert len(reads) == 1
+    monkeypatch.setenv("IV2_CACHE_DIR", str(weights))  # a cache that cannot be written is ignored
+    assert file_sha256(weights, cache=True) == hashlib.sha256(b"other weights" * 1000).hexdigest()

@@ -48,6 +48,8 @@ _EXPORTS: dict[str, str] = {
     "VideoTextDataset": "datasets",
     # files
     "atomic_write": "files",
+    "cache_dir": "files",
+    "file_sha256": "files",
     "JsonlManifest": "files",
     "remove_leftovers": "files",
     "unfinished_writes": "files",
@@ -159,6 +161,8 @@ if TYPE_CHECKING:  # what static analysis and IDEs see; the table above is what 
     from .files import (  # noqa: F401
         JsonlManifest,
         atomic_write,
+        cache_dir,
+        file_sha256,
         remove_leftovers,
         unfinished_writes,
     )

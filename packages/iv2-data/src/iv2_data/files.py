@@ -9,11 +9,15 @@ the permissions the umask gives any new file (``0o666 & ~umask``), not the ``0o6
 :class:`JsonlManifest` is an append-only JSON Lines log, one object per line, flushed as work finishes, so a
 killed job keeps its record; rows can be keyed (the latest row of a key wins) and the file compacted or
 rewritten atomically. A line cut short by a kill is skipped on reading and never glued to the next row.
+
+:func:`file_sha256` identifies a file by its content (a checkpoint a run's outputs were made with), hashing
+it once and remembering the digest by (path, size, modification time), so a rerun does not read gigabytes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -23,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["JsonlManifest", "atomic_write", "remove_leftovers", "unfinished_writes"]
+__all__ = ["JsonlManifest", "atomic_write", "cache_dir", "file_sha256", "remove_leftovers", "unfinished_writes"]
 
 # `.NAME.tmp-PID-RANDOM`: a write in progress (or killed). `.NAME.old-PID-RANDOM`: the previous version of a
 # directory set aside while the new one is renamed into place.
@@ -289,3 +293,45 @@ class JsonlManifest:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def cache_dir() -> Path:
+    """Where iv2 keeps small caches: ``$IV2_CACHE_DIR``, else ``$XDG_CACHE_HOME/iv2``, else ``~/.cache/iv2``."""
+    if os.environ.get("IV2_CACHE_DIR"):
+        return Path(os.environ["IV2_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "iv2"
+
+
+_DIGESTS = "sha256.json"
+
+
+def file_sha256(path: str | os.PathLike[str], *, cache: bool = True) -> str:
+    """The SHA-256 (hex) of a file's content.
+
+    With ``cache`` the digest is remembered in ``cache_dir()/sha256.json`` under the file's real path, with its
+    size and modification time (ns): a file that has not changed is not read again; one rewritten in place
+    (another size or time) is hashed anew. A cache that cannot be read or written is ignored.
+    """
+    real = os.path.realpath(path)
+    info = os.stat(real)
+    stamp = [info.st_size, info.st_mtime_ns]
+    store = cache_dir() / _DIGESTS
+    known: dict[str, Any] = {}
+    if cache:
+        with contextlib.suppress(OSError, ValueError):
+            known = json.loads(store.read_text(encoding="utf-8"))
+        entry = known.get(real) if isinstance(known, dict) else None
+        if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("sha256"), str):
+            return entry["sha256"]
+    digest = hashlib.sha256()
+    with open(real, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    value = digest.hexdigest()
+    if cache:
+        known = known if isinstance(known, dict) else {}
+        known[real] = {"stamp": stamp, "sha256": value}
+        with contextlib.suppress(OSError), atomic_write(store, "w", encoding="utf-8") as sink:
+            json.dump(known, sink)
+    return value

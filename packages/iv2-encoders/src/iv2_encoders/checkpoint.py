@@ -104,6 +104,32 @@ def read_state_dict(path: str | os.PathLike, *, prefix: str | None = None) -> di
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor) and (prefix is None or k.startswith(prefix))}
 
 
+def checkpoint_files(path: str | os.PathLike) -> list[Path]:
+    """The files :func:`read_state_dict` (and a ``save_pretrained`` folder's ``config.json``) would read for
+    ``path``: what identifies a checkpoint's content (``iv2-encoders extract`` hashes them). A sharded
+    checkpoint gives its index and every shard it names."""
+    path = Path(path)
+    files: list[Path] = []
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            files.append(path / "config.json")
+        found = next((path / name for name in _FOLDER_FILES if (path / name).is_file()), None)
+        if found is None:
+            raise FileNotFoundError(f"{path}: no checkpoint in this folder (looked for {', '.join(_FOLDER_FILES)}; "
+                                    f"it has {sorted(p.name for p in path.iterdir())[:10]})")
+        path = found
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    files.append(path)
+    if path.name.endswith(".index.json"):
+        try:
+            weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{path}: not a sharded-checkpoint index (needs a 'weight_map'): {err}") from err
+        files += [path.parent / shard for shard in sorted(set(weight_map.values()))]
+    return files
+
+
 def _read_safetensors(path: Path, prefix: str | None) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError, safe_open
 
@@ -268,7 +294,8 @@ def infer_num_frames(rows: int, model: VideoEncoder, source: str = "checkpoint")
         why = "fits no" if not candidates else f"fits several ({sorted(candidates)})"
         raise CheckpointError(
             f"{source}: pos_embed with {rows} patch rows {why} frame count for a model of grid "
-            f"{t_model}x{h}x{w}; pass num_frames= (the frame count the checkpoint was trained with)"
+            f"{t_model}x{h}x{w}; give the frame count the checkpoint was trained with (load_checkpoint: "
+            "num_frames=, create_model: checkpoint_num_frames=, iv2 extract: --checkpoint-frames)"
         )
     return candidates.pop()
 

@@ -1,57 +1,135 @@
-"""``iv2-encoders`` command line: ``extract`` features, ``list`` the registered models."""
+"""``iv2-encoders`` command line (also ``iv2 extract`` and ``iv2 models``): ``extract`` features, ``models`` lists
+the encoder names and released weight tags. Building the parser imports no torch, so ``--help`` is fast."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from collections.abc import Sequence
+
+from iv2_data.command_line import EXIT_CODES_HELP, EXIT_OK, HelpFormatter, run_command
+
+EXTRACT_DESCRIPTION = """Extract video features with an InternVideo2 encoder into one safetensors file per video.
+
+Inputs are video files or folders (searched recursively). Outputs mirror each video's path relative to the
+folder it was found in (a file given alone goes at the top of --output), with .safetensors appended:
+  videos/a/clip.mp4 given as "videos"  ->  OUTPUT/a/clip.mp4.safetensors
+Each file holds "pooled" (the attention-pooled embedding), with --tokens also "tokens", with --window also
+"window_frames"; OUTPUT/manifest.jsonl has one row per input (status ok or error). A broken video is recorded
+and the run goes on. Rerunning the same command skips finished outputs and resumes an interrupted run;
+outputs made with other settings (weights, frames, size, preprocessing, windows) stop the run before any work
+unless --overwrite. Read the features back with safetensors.torch.load_file(PATH)["pooled"]."""
+
+EXTRACT_EPILOG = (
+    "examples:\n"
+    "  iv2 extract --model internvideo2-tiny --num-frames 4 --output out videos/\n"
+    "  iv2 extract --model internvideo2-1b.stage2-f4 --dtype bfloat16 --output feats videos/  (released weights)\n"
+    "  iv2 extract --model internvideo2-1b --checkpoint ckpt.pt --window 16 --stride 8 --output feats long.mp4\n\n"
+    + EXIT_CODES_HELP
+)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iv2-encoders", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
-    sub.add_parser("list", help="list the registered encoder names")
 
-    ex = sub.add_parser("extract", help="extract video features into safetensors files")
-    ex.add_argument("inputs", nargs="+", help="video files or folders (searched recursively)")
-    ex.add_argument("--model", required=True, help="registered name, e.g. internvideo2-1b (see `list`)")
-    ex.add_argument("--checkpoint", help="weights: a file in any released layout, or a Hub repo_id[:file]")
-    ex.add_argument("--checkpoint-frames", type=int, default=None,
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser(prog: str = "iv2-encoders") -> argparse.ArgumentParser:
+    """The ``iv2-encoders`` parser; ``prog`` is the command as typed (``"iv2"`` through the umbrella, so that
+    errors read ``iv2 extract: error: ...``)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="The InternVideo2 video encoder: extract features of videos, list the models.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=HelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    models = sub.add_parser(
+        "models", aliases=["list"], help="list the encoder names and the released weight tags",
+        description="The encoder architectures (random weights unless --checkpoint is given) and the tagged "
+        "names of released weights (fetched from the Hugging Face Hub when used as --model).",
+        formatter_class=HelpFormatter,
+    )  # fmt: skip
+    models.set_defaults(command_parser=models)
+
+    ex = sub.add_parser(
+        "extract", help="extract video features into safetensors files", description=EXTRACT_DESCRIPTION,
+        epilog=EXTRACT_EPILOG, formatter_class=HelpFormatter,
+    )  # fmt: skip
+    ex.set_defaults(command_parser=ex)
+    ex.add_argument("inputs", nargs="+", metavar="INPUT", help="video files or folders (searched recursively)")
+    ex.add_argument("--model", required=True,
+                    help="encoder name, e.g. internvideo2-1b, or a released-weights tag such as "
+                         "internvideo2-1b.stage2-f4 (list them with: iv2 models)")
+    ex.add_argument("--checkpoint", default=None,
+                    help="weights: a file in any released layout, a folder written by save_pretrained, or a Hub "
+                         "repo_id[:file] (default: the tag's released weights; none for a bare name)")
+    ex.add_argument("--checkpoint-frames", type=_positive, default=None,
                     help="frame count the checkpoint was trained with, when it cannot be inferred")
-    ex.add_argument("--num-frames", type=int, default=8, help="frames per clip (default 8)")
-    ex.add_argument("--size", type=int, default=None, help="frame size (default: the model's, 224)")
-    ex.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
-    ex.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes")
-    ex.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda when available)")
+    ex.add_argument("--num-frames", type=_positive, default=8, help="frames per clip")
+    ex.add_argument("--size", type=_positive, default=None,
+                    help="frame size in pixels, a multiple of the patch size (default: the model's own size, "
+                         "224; 56 for internvideo2-tiny)")
+    ex.add_argument("--batch-size", type=_positive, default=8, help="clips per forward pass")
+    ex.add_argument("--workers", type=_non_negative, default=min(4, os.cpu_count() or 1),
+                    help="decoding processes (0: decode in the main process)")
+    ex.add_argument("--device", default=None, help="cuda, cuda:1, cpu, mps (default: cuda when available)")
     ex.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                    help="autocast dtype of the forward pass (outputs are saved as float32)")
-    ex.add_argument("--attn-impl", choices=["sdpa", "flash"], default=None, help="attention kernel")
+                    help="autocast dtype of the forward pass; outputs are saved as float32")
+    ex.add_argument("--attn-impl", choices=["sdpa", "flash"], default=None,
+                    help="attention kernel (default: sdpa; flash needs the flash extra)")
     ex.add_argument("--tokens", action="store_true", help="also save the token features (1 + N, D)")
-    ex.add_argument("--window", type=int, default=None,
-                    help="sliding windows of N frames (one embedding each, for temporal localisation)")
-    ex.add_argument("--stride", type=int, default=None, help="window stride in frames (default: --window)")
+    ex.add_argument("--window", type=_positive, default=None,
+                    help="sliding windows of N frames, one embedding each (for temporal localisation)")
+    ex.add_argument("--stride", type=_positive, default=None, help="window stride in frames (default: --window)")
     ex.add_argument("--output", "-o", required=True, help="output folder (mirrors the inputs' paths)")
+    ex.add_argument("--overwrite", action="store_true",
+                    help="recompute outputs made with other settings instead of stopping")
     ex.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "list":
-        from .registry import list_models
+def list_models_text() -> str:
+    """The ``models`` listing: architectures, then released weight tags with their descriptions."""
+    from .pretrained import get_pretrained_cfg
+    from .registry import list_models
 
-        print("\n".join(list_models()))
-        return 0
+    lines = ["architectures (random weights unless --checkpoint is given):"]
+    lines += [f"  {name}" for name in list_models()]
+    lines.append("released weights (use as --model; fetched from the Hugging Face Hub, or give --checkpoint FILE):")
+    for name in list_models(pretrained=True):
+        cfg = get_pretrained_cfg(name)
+        lines.append(f"  {name:28s} {cfg.checkpoint_num_frames} frames  {cfg.description}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "iv2-encoders") -> int:
+    """Run one command; returns the exit code (0 done, 1 failed or some inputs failed or nothing found,
+    2 usage, 130 interrupted)."""
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    command_parser = args.command_parser
+    if args.command in ("models", "list"):
+        return run_command(command_parser.prog, lambda: print(list_models_text()) or EXIT_OK)
     if args.stride is not None and args.window is None:
-        build_parser().error("--stride needs --window")
-    for name in ("num_frames", "batch_size", "window", "stride"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            build_parser().error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        command_parser.error("--stride needs --window")
     from .extract import main_extract
 
-    return main_extract(args)
+    return run_command(command_parser.prog, lambda: main_extract(args, command_parser))
 
 
 if __name__ == "__main__":

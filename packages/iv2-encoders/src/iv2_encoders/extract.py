@@ -1,19 +1,29 @@
-"""Feature extraction over many videos: ``iv2-encoders extract``.
+"""Feature extraction over many videos: ``iv2-encoders extract`` (also ``iv2 extract``).
 
 Decoding runs in DataLoader worker processes, overlapped with the model; clips of several videos are
 batched together. Each video gets one safetensors file (written with :func:`iv2_data.atomic_write`, so an
-interrupted run never leaves a half-written output) whose path mirrors the input's path; ``manifest.jsonl``
-(an :class:`iv2_data.JsonlManifest`) gets one row per input. A broken video is recorded and the run goes on;
-a rerun skips finished outputs.
+interrupted run never leaves a half-written output, and the next run removes what a killed one left) whose
+path mirrors the input's path relative to the folder it was found in (a file given alone goes at the top);
+``manifest.jsonl`` (an :class:`iv2_data.JsonlManifest`) gets one row per input. A broken video is recorded and
+the run goes on.
+
+Reruns are decided by what determines an output, recorded in each file's metadata (``iv2_settings``): the
+weights' content (the checkpoint files' SHA-256, cached by path, size and time; or the state dict's), the
+architecture config, frames, size, preprocessing, windows and dtype. A finished output with the same
+settings is skipped (never rewritten); one that lacks what is asked for now (``tokens``) is recomputed; one
+made with other settings stops the run before any work, naming the differences, unless ``overwrite``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -27,33 +37,82 @@ from iv2_data import (
     sliding_windows,
     window_frame_indices,
 )
+from iv2_data.command_line import Interrupted, OutputConflict
 
 from .config import IMAGENET_MEAN, IMAGENET_STD
 
 MANIFEST = "manifest.jsonl"
+SETTINGS_KEY = "iv2_settings"  # safetensors metadata: what determined the output (JSON)
 
 
 # ----------------------------------------------------------------------------------------------- inputs
-def find_inputs(inputs: Iterable[str | os.PathLike]) -> MediaSearch:
+@dataclass
+class PlannedInput:
+    """One video to extract: the path as given or found, and where its features go."""
+
+    path: Path
+    output: Path
+
+
+@dataclass
+class InputPlan:
+    """What :func:`plan_inputs` found: the videos and their outputs, and what the folder search passed over."""
+
+    inputs: list[PlannedInput] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    other_files: int = 0
+    duplicates: int = 0  # the same video reached twice (another spelling, a link): extracted once
+
+    def report(self) -> list[str]:
+        return MediaSearch(files=[i.path for i in self.inputs], skipped=self.skipped,
+                           other_files=self.other_files).report(("video",))
+
+
+def relative_output(path: Path, root: Path | None) -> PurePath:
+    """Where an input is mirrored under the output folder: its path relative to the folder it was found in
+    (``root``), or, for a file given alone, its name. Never ``..`` nor an absolute path."""
+    if root is None:
+        return PurePath(path.name)
+    return PurePath(os.path.relpath(path, root))
+
+
+def output_path(out_dir: Path, relative: PurePath) -> Path:
+    # keep the extension in the name: a.mp4 and a.webm in one folder must not collide
+    return out_dir / relative.parent / (relative.name + ".safetensors")
+
+
+def plan_inputs(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> InputPlan:
     """Files as given; folders searched recursively for video files (:func:`iv2_data.find_media`: one suffix
     list for every tool, symlinked folders and dangling links reported as skipped). A path that does not exist
-    is kept: it is reported as an error row, like any unreadable input."""
-    return find_media(inputs, ("video",))
-
-
-def relative_output(path: Path) -> PurePath:
-    """The input's path as it is mirrored under the output folder: relative inputs inside the working
-    directory keep their relative path; anything else uses its absolute path without the root."""
-    if not path.is_absolute() and ".." not in path.parts:
-        return PurePath(os.path.normpath(path))
-    absolute = Path(os.path.abspath(path))
-    return PurePath(*absolute.parts[1:])
-
-
-def output_path(out_dir: Path, path: Path) -> Path:
-    rel = relative_output(path)
-    # keep the extension in the name: a.mp4 and a.webm in one folder must not collide
-    return out_dir / rel.parent / (rel.name + ".safetensors")
+    is kept: it fails later with an error row, like any unreadable input. The same video reached twice is
+    planned once; two different videos that would share an output path raise
+    :class:`~iv2_data.command_line.OutputConflict` naming both."""
+    out_dir = Path(out_dir)
+    plan = InputPlan()
+    seen: set[str] = set()
+    by_output: dict[Path, Path] = {}
+    for item in inputs:
+        item = Path(item)
+        root = item if item.is_dir() else None
+        search = find_media([item], ("video",))
+        plan.skipped += search.skipped
+        plan.other_files += search.other_files
+        for path in search.files:
+            identity = os.path.realpath(path)
+            if identity in seen:
+                plan.duplicates += 1
+                continue
+            seen.add(identity)
+            out = output_path(out_dir, relative_output(path, root))
+            if out in by_output:
+                raise OutputConflict(
+                    f"{by_output[out]} and {path} would both be written to {out} (outputs mirror paths relative "
+                    "to the folder given, and a file given alone goes at the top); extract them in separate runs "
+                    "or into separate --output folders"
+                )
+            by_output[out] = path
+            plan.inputs.append(PlannedInput(path, out))
+    return plan
 
 
 # ----------------------------------------------------------------------------------------------- decoding
@@ -82,6 +141,12 @@ class ClipSpec:
 
         kind = ResizeTransform if self.resize == "squash" else CenterCropTransform
         return kind(self.size, mean=tuple(self.mean), std=tuple(self.std))
+
+    def settings(self) -> dict[str, Any]:
+        """What of the spec determines an output (``window_chunk`` does not)."""
+        return {"num_frames": self.num_frames, "size": self.size, "window": self.window,
+                "stride": (self.stride or self.window) if self.window else None, "mean": list(self.mean),
+                "std": list(self.std), "resize": self.resize, "sampling": self.sampling}
 
 
 def window_starts(num_video_frames: int, window: int, stride: int) -> list[int]:
@@ -132,6 +197,80 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # decoding workers must not fight the model for cores
 
 
+# ----------------------------------------------------------------------------------------------- identity
+def weights_sha256(files: Sequence[str | os.PathLike]) -> str:
+    """``file-sha256:<hex>`` over the content of a checkpoint's files (:func:`iv2_data.file_sha256`, cached by
+    path, size and time): the same weights under any path spelling give the same identity."""
+    from iv2_data import file_sha256
+
+    if len(files) == 1:
+        return f"file-sha256:{file_sha256(files[0])}"
+    combined = hashlib.sha256()
+    for path in files:  # a folder or sharded checkpoint: names and contents, in order
+        combined.update(f"{Path(path).name}\0{file_sha256(path)}\n".encode())
+    return f"file-sha256:{combined.hexdigest()}"
+
+
+def state_sha256(model: torch.nn.Module) -> str:
+    """``state-sha256:<hex>`` over a model's state dict (names, dtypes, shapes, values): the identity of
+    weights that are not a file (random initialisation, a model built in Python)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return f"state-sha256:{digest.hexdigest()}"
+
+
+def extraction_settings(model: torch.nn.Module, spec: ClipSpec, *, weights: str, dtype: torch.dtype) -> dict[str, Any]:
+    """Everything that determines an output's values: compared on every rerun."""
+    return {"weights": weights, "config": model.cfg.to_dict(), **spec.settings(), "dtype": str(dtype)}
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key: old -> new`` for each differing setting (config fields one by one)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{d}" for d in _differences(a, b)]
+        else:
+            out.append(f"{key}: {a!r} -> {b!r}")
+    return out
+
+
+def _existing_output(path: Path, settings: Mapping[str, Any], want_tokens: bool) -> tuple[str, str | None]:
+    """``("missing" | "done" | "incomplete" | "unreadable" | "conflict", why)`` for an output file."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return "missing", None
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta, names = f.metadata() or {}, set(f.keys())
+    except Exception as err:  # damaged outside this tool (writes are atomic): it holds nothing to keep
+        return "unreadable", f"{type(err).__name__}: {err}"
+    try:
+        old = json.loads(meta[SETTINGS_KEY])
+    except (KeyError, ValueError):
+        return "conflict", "it records no settings (written by an older iv2-encoders)"
+    diff = _differences(old, settings)
+    if diff:
+        return "conflict", "; ".join(diff)
+    if want_tokens and "tokens" not in names:
+        return "incomplete", "it holds no tokens"
+    return "done", None
+
+
+def _conflict_message(conflicts: Sequence[tuple[PlannedInput, str]], out_dir: Path) -> str:
+    shown = "; ".join(f"{item.output} ({why})" for item, why in conflicts[:3])
+    more = f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
+    return (f"{len(conflicts)} output(s) in {out_dir} were made with other settings: {shown}{more}. Nothing was "
+            "done: use another --output, or --overwrite to recompute them")
+
+
 # ----------------------------------------------------------------------------------------------- outputs
 def write_features(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """Atomic safetensors write (:func:`iv2_data.atomic_write`): complete or absent, with the umask's
@@ -140,24 +279,6 @@ def write_features(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[
 
     with atomic_write(path) as partial:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(partial), metadata=metadata)
-
-
-_SETTINGS = ("model", "checkpoint", "num_frames", "size", "window", "stride")
-
-
-def _settings_conflict(path: Path, meta: dict[str, str]) -> str | None:
-    """Why an existing output may not be reused (made with other settings), or None. Never rewrites it."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            old = f.metadata() or {}
-    except Exception as err:
-        return f"existing output {path} is unreadable ({err}); delete it to extract again"
-    diff = [f"{k}: {old.get(k)!r} -> {meta.get(k)!r}" for k in _SETTINGS if old.get(k) != meta.get(k)]
-    if diff:
-        return f"existing output {path} was made with other settings ({'; '.join(diff)}); use another --output"
-    return None
 
 
 class Manifest(JsonlManifest):
@@ -172,14 +293,29 @@ class Manifest(JsonlManifest):
                      "error": error, **extra})
 
 
+def _check_writable(out_dir: Path) -> None:
+    """Fail before any work when the output folder cannot be written (read-only, not a folder, no space)."""
+    import tempfile
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as err:
+        raise OSError(f"cannot write to the output folder {out_dir}: {err.strerror or err}") from None
+
+
 # ----------------------------------------------------------------------------------------------- run
 @dataclass
 class ExtractSummary:
+    found: int = 0  # videos planned (after removing the same video given twice)
     ok: int = 0
-    skipped: int = 0
+    skipped: int = 0  # finished by an earlier run with the same settings
+    recomputed: int = 0  # finished outputs that lacked what was asked for, or (overwrite) had other settings
     failed: int = 0
     errors: dict[str, str] = field(default_factory=dict)
     passed_over: list[tuple[Path, str]] = field(default_factory=list)  # found in folders but not read, and why
+    report: list[str] = field(default_factory=list)  # what the input search has to say (nothing found, links)
 
 
 @dataclass
@@ -221,48 +357,68 @@ def extract(
     dtype: torch.dtype = torch.float32,
     save_tokens: bool = False,
     metadata: dict[str, str] | None = None,
+    weights: str | None = None,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> ExtractSummary:
-    """Extract features of every input video into ``out_dir`` (see the module docstring)."""
+    """Extract features of every input video into ``out_dir`` (see the module docstring).
+
+    ``weights`` identifies the model's weights in the outputs' settings (:func:`weights_sha256` of the
+    checkpoint files); by default the state dict is hashed (:func:`state_sha256`). Raises
+    :class:`~iv2_data.command_line.OutputConflict` before any work when outputs exist with other settings
+    (unless ``overwrite``) or two inputs would share an output, ``OSError`` when ``out_dir`` cannot be written,
+    and :class:`~iv2_data.command_line.Interrupted` on Ctrl-C (what finished is kept and recorded).
+    """
     from tqdm.auto import tqdm
 
     spec = spec or ClipSpec()
     out_dir = Path(out_dir)
-    search = find_inputs(inputs)
-    paths = list(search)
-    manifest = Manifest(out_dir)
-    summary = ExtractSummary(passed_over=list(search.skipped))
-    meta = {"num_frames": str(spec.num_frames), "size": str(spec.size), **(metadata or {})}
+    plan = plan_inputs(inputs, out_dir)
+    summary = ExtractSummary(found=len(plan.inputs), passed_over=list(plan.skipped), report=plan.report())
+    settings = extraction_settings(model, spec, weights=weights or state_sha256(model), dtype=dtype)
+    meta = {SETTINGS_KEY: json.dumps(settings, sort_keys=True), "num_frames": str(spec.num_frames),
+            "size": str(spec.size), **(metadata or {})}
     if spec.window:
         meta.update(window=str(spec.window), stride=str(spec.stride or spec.window))
-    todo = []
-    for p in paths:
-        out = output_path(out_dir, p)
-        remove_leftovers(out.parent, out.name)  # what a killed run's write left behind
-        if not out.is_file():
-            todo.append(p)
-            continue
-        conflict = _settings_conflict(out, meta)
-        if conflict:
-            summary.failed += 1
-            summary.errors[os.fspath(p)] = conflict
-            manifest.add(p, "error", out, conflict)
+
+    # Decide every output before touching anything: a conflicting rerun changes nothing, not even the manifest.
+    todo: list[PlannedInput] = []
+    done: list[PlannedInput] = []
+    conflicts: list[tuple[PlannedInput, str]] = []
+    for item in plan.inputs:
+        remove_leftovers(item.output.parent, item.output.name)  # what a killed run's write left behind
+        state, why = _existing_output(item.output, settings, save_tokens)
+        if state == "done":
+            done.append(item)
+        elif state == "conflict" and not overwrite:
+            conflicts.append((item, why or ""))
         else:
-            summary.skipped += 1
-            manifest.add(p, "ok", out, None, skipped=True)
+            summary.recomputed += state != "missing"
+            todo.append(item)
+    if conflicts:
+        raise OutputConflict(_conflict_message(conflicts, out_dir))
+    if not plan.inputs:
+        return summary
+    _check_writable(out_dir)
+    remove_leftovers(out_dir, MANIFEST)  # a compaction cut short
+
+    manifest = Manifest(out_dir)
+    for item in done:
+        summary.skipped += 1
+        manifest.add(item.path, "ok", item.output, None, skipped=True)
 
     device = torch.device(device)
     model = model.to(device).eval()
-    bar = tqdm(total=len(paths), initial=summary.skipped, unit="video", disable=not progress, dynamic_ncols=True)
+    # The bar counts clips: a video counts one until its windows are known, so one long windowed video moves.
+    bar = tqdm(total=len(todo), unit="clip", disable=not progress or not todo, dynamic_ncols=True)
     loader = DataLoader(
-        _VideoDataset(todo, spec), batch_size=None, shuffle=False, num_workers=num_workers,
+        _VideoDataset([item.path for item in todo], spec), batch_size=None, shuffle=False, num_workers=num_workers,
         worker_init_fn=_worker_init if num_workers else None, prefetch_factor=4 if num_workers else None,
         pin_memory=device.type == "cuda",
     )
 
     def finished(item: _Pending) -> None:
-        path = todo[item.index]
-        out = output_path(out_dir, path)
+        planned = todo[item.index]
         pooled = torch.cat(item.pooled)
         tensors = {"pooled": pooled if spec.window else pooled[0]}
         if save_tokens:
@@ -270,19 +426,21 @@ def extract(
             tensors["tokens"] = tokens if spec.window else tokens[0]
         if item.spans is not None:
             tensors["window_frames"] = item.spans
-        write_features(out, tensors, {**meta, "input": os.fspath(path)})
-        manifest.add(path, "ok", out, None)
+        write_features(planned.output, tensors, {**meta, "input": os.fspath(planned.path)})
+        manifest.add(planned.path, "ok", planned.output, None)
         summary.ok += 1
-        bar.update(1)
 
     def loaded() -> Iterator[_Pending]:
         for index, clips, spans, error in loader:
             if error is not None:
-                manifest.add(todo[index], "error", None, error)
+                manifest.add(todo[index].path, "error", None, error)
                 summary.failed += 1
-                summary.errors[os.fspath(todo[index])] = error
+                summary.errors[os.fspath(todo[index].path)] = error
                 bar.update(1)
                 continue
+            if clips.shape[0] > 1:
+                bar.total += clips.shape[0] - 1
+                bar.refresh()
             yield _Pending(index, clips, spans)
 
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -303,6 +461,10 @@ def extract(
                     item.done += n
                     if item.done == item.clips.shape[0]:
                         finished(item)
+                bar.update(clips.shape[0])
+    except KeyboardInterrupt:
+        raise Interrupted(f"{summary.ok} of {len(todo)} videos done this run ({summary.skipped} done before), "
+                          f"recorded in {manifest.path}") from None
     finally:
         bar.close()
         manifest.close()
@@ -310,31 +472,108 @@ def extract(
     return summary
 
 
-def main_extract(args) -> int:
-    """The ``extract`` sub-command (arguments parsed in :mod:`iv2_encoders.cli`)."""
-    from .registry import create_model
+# ----------------------------------------------------------------------------------------------- command
+def _usage_error(parser, message: str):
+    parser.error(message)  # prints usage and "PROG: error: MESSAGE", exits 2
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+def _check_device(parser, spec: str | None) -> torch.device:
+    if spec is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        _usage_error(parser, f"--device {spec!r} is not a device name (cpu, cuda, cuda:1, mps)")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            _usage_error(parser, f"--device {spec}: no CUDA GPU is available here (torch.cuda.is_available() is "
+                                 "False); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            _usage_error(parser, f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        _usage_error(parser, f"--device {spec}: Apple's MPS backend is not available here; use --device cpu")
+    return device
+
+
+def _checked_config(parser, args, overrides: dict[str, Any]):
+    from .registry import get_config
+
+    try:
+        base = get_config(args.model)
+    except KeyError as err:
+        _usage_error(parser, f"--model: {err.args[0]}")
+    if args.size is not None and args.size % base.patch_size:
+        lower = max(base.patch_size, args.size // base.patch_size * base.patch_size)
+        _usage_error(parser, f"--size {args.size} is not a multiple of the patch size {base.patch_size} of "
+                             f"{args.model} (try {lower} or {lower + base.patch_size})")
+    if args.num_frames % base.tubelet_size:
+        _usage_error(parser, f"--num-frames {args.num_frames} is not a multiple of the tubelet size "
+                             f"{base.tubelet_size} of {args.model}")
+    try:
+        return get_config(args.model, **overrides)
+    except ValueError as err:
+        _usage_error(parser, f"--model {args.model} with these options: {err}")
+
+
+def _weights_identity(args, model: torch.nn.Module) -> str:
+    """What identifies the weights in the outputs' settings: the checkpoint files' content, or for a model
+    without a checkpoint file (random initialisation) its state dict."""
+    from .checkpoint import checkpoint_files
+    from .pretrained import download_file
+    from .registry import resolve_pretrained
+
+    if args.checkpoint:
+        return weights_sha256(checkpoint_files(resolve_pretrained(args.checkpoint)))
+    hub_files = model.pretrained_cfg.hub_files
+    if hub_files:  # a tag's released files, already fetched into the Hub cache by create_model
+        return weights_sha256([f for hub in hub_files for f in checkpoint_files(download_file(hub))])
+    return state_sha256(model)
+
+
+def main_extract(args, parser) -> int:
+    """The ``extract`` sub-command (arguments parsed in :mod:`iv2_encoders.cli`); ``parser`` reports usage
+    errors. Returns the exit code; failures the user can fix raise (``run_command`` prints them)."""
+    from .registry import create_model, split_model_name
+
+    device = _check_device(parser, args.device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-    overrides = {"num_frames": args.num_frames}
+    overrides: dict[str, Any] = {"num_frames": args.num_frames}
     if args.size:
         overrides["img_size"] = args.size
     if args.attn_impl:
         overrides["attn_impl"] = args.attn_impl
-    model = create_model(args.model, pretrained=args.checkpoint, checkpoint_num_frames=args.checkpoint_frames,
+    _checked_config(parser, args, overrides)
+    tagged = split_model_name(args.model)[1] is not None
+    pretrained: Any = args.checkpoint or (True if tagged else None)
+    if pretrained is None:
+        torch.manual_seed(0)  # random weights, the same on every run (for trying the tool, not for features)
+        print(f"{parser.prog}: note: no --checkpoint: {args.model} has random weights (seed 0); the features "
+              "only show that the tool works", file=sys.stderr)
+    model = create_model(args.model, pretrained=pretrained, checkpoint_num_frames=args.checkpoint_frames,
                          **overrides)
     spec = ClipSpec.for_model(model, num_frames=args.num_frames, size=model.cfg.img_size, window=args.window,
                               stride=args.stride or args.window)
     summary = extract(
         model, args.inputs, args.output, spec=spec, batch_size=args.batch_size, num_workers=args.workers,
-        device=device, dtype=dtype, save_tokens=args.tokens,
+        device=device, dtype=dtype, save_tokens=args.tokens, weights=_weights_identity(args, model),
         metadata={"model": args.model, "checkpoint": os.fspath(args.checkpoint or "")},
-        progress=not args.quiet,
+        overwrite=args.overwrite, progress=not args.quiet,
     )
-    for path, why in summary.passed_over:
-        print(f"  passed over: {path}: {why}", file=sys.stderr)
-    print(f"extracted {summary.ok}, skipped {summary.skipped} finished, failed {summary.failed} "
-          f"-> {Path(args.output) / MANIFEST}", file=sys.stderr)
-    for path, error in summary.errors.items():
+    return print_summary(summary, Path(args.output), parser.prog)
+
+
+def print_summary(summary: ExtractSummary, out_dir: Path, prog: str) -> int:
+    """Print what a run found, did and skipped; return its exit code (0 all done, 1 failures or nothing)."""
+    for line in summary.report:
+        print(f"{prog}: {line}", file=sys.stderr)
+    if not summary.found:
+        print(f"{prog}: nothing to do: no input video", file=sys.stderr)
+        return 1
+    recomputed = f" ({summary.recomputed} recomputed)" if summary.recomputed else ""
+    print(f"{prog}: {summary.found} videos: extracted {summary.ok}{recomputed}, skipped {summary.skipped} done "
+          f"before, failed {summary.failed} -> {out_dir / MANIFEST}", file=sys.stderr)
+    for path, error in list(summary.errors.items())[:20]:
         print(f"  failed: {path}: {error}", file=sys.stderr)
+    if len(summary.errors) > 20:
+        print(f"  ... {len(summary.errors) - 20} more failures in {out_dir / MANIFEST}", file=sys.stderr)
     return 1 if summary.failed else 0

@@ -6,6 +6,7 @@ Names are architectures (``internvideo2-1b``) or, timm-style, architectures with
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import os
 from typing import Any
@@ -32,12 +33,24 @@ def list_models(pattern: str = "*", *, pretrained: bool = False) -> list[str]:
     return sorted(n for n in MODEL_CONFIGS if fnmatch.fnmatch(n, pattern.lower()))
 
 
+def unknown_model_message(name: str) -> str:
+    """What to tell a user who typed an unknown model name: the closest registered names, then all of them."""
+    known = [*list_models(), *list_pretrained()]
+    typed = name.lower()
+    started = [k for k in known if k.startswith(typed)]  # a tag cut short: internvideo2-1b.stage2
+    close = list(dict.fromkeys([*started, *difflib.get_close_matches(typed, known, n=3, cutoff=0.6)]))[:3]
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    what = "pretrained tag" if split_model_name(name)[0] in MODEL_CONFIGS else "model"
+    return (f"unknown {what} {name!r}{hint} (architectures: {', '.join(list_models())}; released weights: "
+            f"{', '.join(list_pretrained())})")
+
+
 def get_config(name: str, **overrides: Any) -> VideoEncoderConfig:
     """The config of an architecture, or of a tagged name (the architecture with the tag's changes), with
     ``overrides`` on top."""
-    architecture, _ = split_model_name(name)
-    if architecture not in MODEL_CONFIGS:
-        raise KeyError(f"unknown model {name!r}; registered: {list_models()} (tags: {list_pretrained()})")
+    architecture, tag = split_model_name(name)
+    if architecture not in MODEL_CONFIGS or (tag is not None and f"{architecture}.{tag}" not in list_pretrained()):
+        raise KeyError(unknown_model_message(name))
     tag_changes = get_pretrained_cfg(name).config
     return MODEL_CONFIGS[architecture].replace(**{**tag_changes, **overrides})
 
@@ -92,11 +105,14 @@ def create_model(
 
 
 def resolve_pretrained(spec: str | os.PathLike) -> str:
-    """A local path as is; otherwise ``org/repo[:file]`` downloaded from the Hugging Face Hub."""
+    """A local path as is; otherwise ``org/repo[:file]`` downloaded from the Hugging Face Hub. A spelling
+    that looks like a local file (``weights/model.pt``, ``./x``) and does not exist is a
+    :class:`FileNotFoundError`, not a Hub request."""
     if os.path.exists(spec):
         return os.fspath(spec)
     spec = str(spec)
-    if spec.count("/") == 1 or ":" in spec:
+    looks_local = spec.startswith((".", "/", "~")) or bool(os.path.splitext(spec.partition(":")[0])[1])
+    if ":" in spec or (spec.count("/") == 1 and not looks_local):
         from .pretrained import _hub_download
 
         repo_id, _, filename = spec.partition(":")
