@@ -5,8 +5,8 @@ train, iv2-align train, iv2-chat train).
     iv2-train plot RUN        re-draw RUN/plots/*.png from RUN/metrics.jsonl
     iv2-train estimate ...    per-GPU memory (and step time) of AdamW training: will it fit?
 
-Exit codes: 0 done; 1 the run folder (or its metrics) is missing; 2 a usage error. Nothing here imports
-torch, so help and answers come fast.
+The exit codes (below) are those of every iv2 command; 1 also means the run folder or its metrics is
+missing. Nothing here loads torch, so help and answers come fast.
 """
 
 from __future__ import annotations
@@ -18,25 +18,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_MISSING, EXIT_USAGE = 0, 1, 2
+from iv2_data.command_line import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, HelpFormatter
+
+EXIT_MISSING = EXIT_FAILED  # the run folder or its metrics is missing
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """Shows ``(default: X)`` for options that have a meaningful default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        default = action.default
-        if "%(default)" in text or default in (None, False, argparse.SUPPRESS) or action.option_strings == []:
-            return text
-        return f"{text} (default: %(default)s)"
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "iv2-train") -> argparse.ArgumentParser:
+    """The ``iv2-train`` parser; ``prog`` is the command as typed (``"iv2 train"`` through the umbrella)."""
     from importlib.metadata import version
 
     parser = argparse.ArgumentParser(
-        prog="iv2-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=__doc__.replace("iv2-train ", f"{prog} "), epilog=EXIT_CODES_HELP,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"iv2-train {version('iv2-train')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -44,20 +37,20 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser(
         "show", help="a run's step, checkpoints and last metrics", description="What a run folder holds: the "
         "step reached, its checkpoints, the final export and the newest training and evaluation metrics.",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )  # fmt: skip
     show.add_argument("run", metavar="RUN", type=Path, help="the run's output_dir")
     show.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
     plot = sub.add_parser(
-        "plot", help="re-draw a run's PNG plots", formatter_class=_HelpFormatter,
+        "plot", help="re-draw a run's PNG plots", formatter_class=HelpFormatter,
         description="One PNG per metric of RUN/metrics.jsonl (training and eval/ rows), against the step.",
     )  # fmt: skip
     plot.add_argument("run", metavar="RUN", type=Path, help="the run's output_dir")
     plot.add_argument("--output", type=Path, default=None, help="folder for the PNGs (default: RUN/plots)")
 
     est = sub.add_parser(
-        "estimate", help="per-GPU memory (and step time) of AdamW training", formatter_class=_HelpFormatter,
+        "estimate", help="per-GPU memory (and step time) of AdamW training", formatter_class=HelpFormatter,
         description="Model state (weights, gradients, AdamW state, split by ZeRO stage) plus, when the layer "
         "sizes --layers, --hidden and --seq-len are all given, activations. Without them the answer is about "
         "the model state alone and says so. A lower bound: allocator and communication buffers come on top.",
@@ -79,16 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, *, prog: str = "iv2-train") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.command == "estimate":
         return _estimate(parser, args)
     if not args.run.is_dir():
-        print(f"iv2-train {args.command}: run folder not found: {args.run}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: run folder not found: {args.run}", file=sys.stderr)
         return EXIT_MISSING
     if args.command == "plot":
-        return _plot(args.run, args.output)
+        return _plot(args.run, args.output, f"{prog} plot")
     return _show(args.run, as_json=args.json)
 
 
@@ -138,12 +131,12 @@ def _estimate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _plot(run: Path, output: Path | None) -> int:
+def _plot(run: Path, output: Path | None, prog: str) -> int:
     from .metrics import plot_metrics
 
     metrics = run / "metrics.jsonl"
     if not metrics.is_file():
-        print(f"iv2-train plot: {metrics} not found (has the run logged a step yet?)", file=sys.stderr)
+        print(f"{prog}: error: {metrics} not found (has the run logged a step yet?)", file=sys.stderr)
         return EXIT_MISSING
     written = plot_metrics(metrics, output or run / "plots")
     print(f"wrote {len(written)} plot(s) to {output or run / 'plots'}")
