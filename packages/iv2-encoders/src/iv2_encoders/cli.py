@@ -62,7 +62,7 @@ def build_parser(prog: str = "iv2-encoders") -> argparse.ArgumentParser:
         "models", aliases=["list"], help="list the encoder names and the released weight tags",
         description="The encoder architectures (random weights unless --checkpoint is given) and the tagged "
         "names of released weights (fetched from the Hugging Face Hub when used as --model).",
-        formatter_class=HelpFormatter,
+        epilog=EXIT_CODES_HELP, formatter_class=HelpFormatter,
     )  # fmt: skip
     models.set_defaults(command_parser=models)
 
@@ -104,16 +104,22 @@ def build_parser(prog: str = "iv2-encoders") -> argparse.ArgumentParser:
 
 
 def list_models_text() -> str:
-    """The ``models`` listing: architectures, then released weight tags with their descriptions."""
+    """The ``models`` listing: architectures with their sizes, then released weight tags."""
+    from .config import MODEL_CONFIGS
     from .pretrained import get_pretrained_cfg
     from .registry import list_models
 
-    lines = ["architectures (random weights unless --checkpoint is given):"]
-    lines += [f"  {name}" for name in list_models()]
-    lines.append("released weights (use as --model; fetched from the Hugging Face Hub, or give --checkpoint FILE):")
+    lines = ["architectures (random weights unless --checkpoint is given):",
+             f"  {'name':28s} {'width':>5s} {'depth':>5s} {'frames':>6s} {'size':>5s}"]
+    for name in list_models():
+        cfg = MODEL_CONFIGS[name]
+        lines.append(f"  {name:28s} {cfg.embed_dim:5d} {cfg.depth:5d} {cfg.num_frames:6d} {cfg.img_size:5d}")
+    lines += ["", "released weights (use as --model: fetched from the Hugging Face Hub, or give --checkpoint FILE):",
+              f"  {'name':28s} {'frames':>6s}  what"]
     for name in list_models(pretrained=True):
         cfg = get_pretrained_cfg(name)
-        lines.append(f"  {name:28s} {cfg.checkpoint_num_frames} frames  {cfg.description}")
+        what = cfg.description.split(";")[0]
+        lines.append(f"  {name:28s} {cfg.checkpoint_num_frames:6d}  {what}")
     return "\n".join(lines)
 
 

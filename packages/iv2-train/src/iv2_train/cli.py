@@ -37,13 +37,13 @@ def build_parser(prog: str = "iv2-train") -> argparse.ArgumentParser:
     show = sub.add_parser(
         "show", help="a run's step, checkpoints and last metrics", description="What a run folder holds: the "
         "step reached, its checkpoints, the final export and the newest training and evaluation metrics.",
-        formatter_class=HelpFormatter,
+        formatter_class=HelpFormatter, epilog=EXIT_CODES_HELP,
     )  # fmt: skip
     show.add_argument("run", metavar="RUN", type=Path, help="the run's output_dir")
     show.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
     plot = sub.add_parser(
-        "plot", help="re-draw a run's PNG plots", formatter_class=HelpFormatter,
+        "plot", help="re-draw a run's PNG plots", formatter_class=HelpFormatter, epilog=EXIT_CODES_HELP,
         description="One PNG per metric of RUN/metrics.jsonl (training and eval/ rows), against the step.",
     )  # fmt: skip
     plot.add_argument("run", metavar="RUN", type=Path, help="the run's output_dir")
@@ -51,6 +51,7 @@ def build_parser(prog: str = "iv2-train") -> argparse.ArgumentParser:
 
     est = sub.add_parser(
         "estimate", help="per-GPU memory (and step time) of AdamW training", formatter_class=HelpFormatter,
+        epilog=EXIT_CODES_HELP,
         description="Model state (weights, gradients, AdamW state, split by ZeRO stage) plus, when the layer "
         "sizes --layers, --hidden and --seq-len are all given, activations. Without them the answer is about "
         "the model state alone and says so. A lower bound: allocator and communication buffers come on top.",
