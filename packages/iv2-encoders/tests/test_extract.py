@@ -471,8 +471,11 @@ def test_a_tag_without_checkpoint_loads_its_released_weights(videos, monkeypatch
     huggingface_hub, faked here) and identifies the outputs by its content."""
     import huggingface_hub
 
-    from iv2_encoders import get_pretrained_cfg
+    from iv2_encoders import MODEL_CONFIGS, get_pretrained_cfg
 
+    # the S14 architecture at a few blocks of small width and 56 px (the tag and its loading are unchanged)
+    small = MODEL_CONFIGS["internvideo2-s14"].replace(embed_dim=48, depth=2, img_size=56, clip_embed_dim=16)
+    monkeypatch.setitem(MODEL_CONFIGS, "internvideo2-s14", small)
     source = randomize_(create_model("internvideo2-s14.distill"), seed=11).eval()
     (file,) = get_pretrained_cfg("internvideo2-s14.distill").hub_files
     local = tmp_path / "hub" / file.repo_id / file.filename
@@ -486,7 +489,7 @@ def test_a_tag_without_checkpoint_loads_its_released_weights(videos, monkeypatch
             "--output", "out", "data/b/clip.mp4"]
     assert main(argv) == 0, capsys.readouterr().err
     assert fetched and fetched[0] == file.filename
-    expected = source(read_clip("data/b/clip.mp4", 8, 224)[None]).pooled[0]
+    expected = source(read_clip("data/b/clip.mp4", 8, 56)[None]).pooled[0]
     torch.testing.assert_close(load_file("out/clip.mp4.safetensors")["pooled"], expected, rtol=1e-4, atol=1e-5)
     with safe_open("out/clip.mp4.safetensors", "pt") as f:
         assert json.loads(f.metadata()["iv2_settings"])["weights"].startswith("file-sha256:")

@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from iv2_data.command_line import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, HelpFormatter, run_command
+from iv2_data.command_line import EXIT_CODES_HELP, EXIT_FAILED, EXIT_OK, HelpFormatter, positive_int, run_command
 
 DESCRIPTION = """Data tools of iv2-data:
 
@@ -78,13 +78,6 @@ def _curate(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def build_parser(prog: str = "iv2-data") -> argparse.ArgumentParser:
     """The ``iv2-data`` parser; ``prog`` is the command as typed (``"iv2 data"`` through the umbrella)."""
     parser = argparse.ArgumentParser(
@@ -106,7 +99,7 @@ def build_parser(prog: str = "iv2-data") -> argparse.ArgumentParser:
     shard.add_argument(
         "--media-root", default=None, help="folder media paths are relative to (default: the annotation file's folder)"
     )
-    shard.add_argument("--samples-per-shard", type=_positive, default=1000, help="records per tar file")
+    shard.add_argument("--samples-per-shard", type=positive_int, default=1000, help="records per tar file")
     shard.add_argument("--prefix", default="shard", help="shard file names: PREFIX-000000.tar")
     shard.add_argument("--quiet", action="store_true", help="no progress bar")
     shard.set_defaults(run=_shard)
@@ -120,13 +113,13 @@ def build_parser(prog: str = "iv2-data") -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     synth.add_argument("--output", "-o", required=True, help="output folder")
-    synth.add_argument("--num-samples", type=_positive, default=64, help="clips to write")
-    synth.add_argument("--num-frames", type=_positive, default=8, help="frames per clip")
-    synth.add_argument("--size", type=_positive, default=64, help="frame size in pixels")
-    synth.add_argument("--fps", type=_positive, default=8, help="frames per second")
+    synth.add_argument("--num-samples", type=positive_int, default=64, help="clips to write")
+    synth.add_argument("--num-frames", type=positive_int, default=8, help="frames per clip")
+    synth.add_argument("--size", type=positive_int, default=64, help="frame size in pixels")
+    synth.add_argument("--fps", type=positive_int, default=8, help="frames per second")
     synth.add_argument("--seed", type=int, default=0, help="random seed of the corpus")
     synth.add_argument(
-        "--samples-per-shard", type=_positive, default=None, help="also write shards of each annotation file"
+        "--samples-per-shard", type=positive_int, default=None, help="also write shards of each annotation file"
     )
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(run=_synth)

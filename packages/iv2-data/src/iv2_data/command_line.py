@@ -34,6 +34,8 @@ __all__ = [
     "HelpFormatter",
     "Interrupted",
     "OutputConflict",
+    "non_negative_int",
+    "positive_int",
     "run_command",
 ]
 
@@ -64,6 +66,26 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         ):
             return text
         return f"{text} (default: %(default)s)"
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number >= 1 (``--batch-size 0`` is a usage error naming the option)."""
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse ``type``: a whole number >= 0."""
+    return _whole_number(text, 0)
+
+
+def _whole_number(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be >= {least}, got {value}")
+    return value
 
 
 class CommandError(Exception):

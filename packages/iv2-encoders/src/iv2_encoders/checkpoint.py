@@ -77,15 +77,7 @@ def read_state_dict(path: str | os.PathLike, *, prefix: str | None = None) -> di
     starting with it (safetensors files and shards are then read lazily; shards without such keys are skipped).
     Errors name the file: :class:`FileNotFoundError` for a missing path, :class:`CheckpointError` otherwise.
     """
-    path = Path(path)
-    if path.is_dir():
-        found = next((path / name for name in _FOLDER_FILES if (path / name).is_file()), None)
-        if found is None:
-            raise FileNotFoundError(f"{path}: no checkpoint in this folder (looked for {', '.join(_FOLDER_FILES)}; "
-                                    f"it has {sorted(p.name for p in path.iterdir())[:10]})")
-        path = found
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    path = _checkpoint_file(Path(path))
     if path.name.endswith(".index.json"):
         return _read_sharded(path, prefix)
     if path.stat().st_size == 0:
@@ -109,10 +101,17 @@ def checkpoint_files(path: str | os.PathLike) -> list[Path]:
     ``path``: what identifies a checkpoint's content (``iv2-encoders extract`` hashes them). A sharded
     checkpoint gives its index and every shard it names."""
     path = Path(path)
-    files: list[Path] = []
+    files = [path / "config.json"] if path.is_dir() and (path / "config.json").is_file() else []
+    path = _checkpoint_file(path)
+    files.append(path)
+    if path.name.endswith(".index.json"):
+        files += [path.parent / shard for shard in sorted(set(_weight_map(path).values()))]
+    return files
+
+
+def _checkpoint_file(path: Path) -> Path:
+    """The file a checkpoint path names: itself, or the checkpoint file inside a folder."""
     if path.is_dir():
-        if (path / "config.json").is_file():
-            files.append(path / "config.json")
         found = next((path / name for name in _FOLDER_FILES if (path / name).is_file()), None)
         if found is None:
             raise FileNotFoundError(f"{path}: no checkpoint in this folder (looked for {', '.join(_FOLDER_FILES)}; "
@@ -120,14 +119,14 @@ def checkpoint_files(path: str | os.PathLike) -> list[Path]:
         path = found
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    files.append(path)
-    if path.name.endswith(".index.json"):
-        try:
-            weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise CheckpointError(f"{path}: not a sharded-checkpoint index (needs a 'weight_map'): {err}") from err
-        files += [path.parent / shard for shard in sorted(set(weight_map.values()))]
-    return files
+    return path
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    try:
+        return json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{index}: not a sharded-checkpoint index (needs a 'weight_map'): {err}") from err
 
 
 def _read_safetensors(path: Path, prefix: str | None) -> dict[str, torch.Tensor]:
@@ -142,10 +141,7 @@ def _read_safetensors(path: Path, prefix: str | None) -> dict[str, torch.Tensor]
 
 
 def _read_sharded(index: Path, prefix: str | None) -> dict[str, torch.Tensor]:
-    try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{index}: not a sharded-checkpoint index (needs a 'weight_map'): {err}") from err
+    weight_map = _weight_map(index)
     shards = sorted({shard for key, shard in weight_map.items() if prefix is None or key.startswith(prefix)})
     out: dict[str, torch.Tensor] = {}
     for shard in shards:

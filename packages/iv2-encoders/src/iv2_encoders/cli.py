@@ -8,7 +8,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from iv2_data.command_line import EXIT_CODES_HELP, EXIT_OK, HelpFormatter, run_command
+from iv2_data.command_line import (
+    EXIT_CODES_HELP,
+    EXIT_OK,
+    HelpFormatter,
+    non_negative_int,
+    positive_int,
+    run_command,
+)
 
 EXTRACT_DESCRIPTION = """Extract video features with an InternVideo2 encoder into one safetensors file per video.
 
@@ -28,23 +35,6 @@ EXTRACT_EPILOG = (
     "  iv2 extract --model internvideo2-1b --checkpoint ckpt.pt --window 16 --stride 8 --output feats long.mp4\n\n"
     + EXIT_CODES_HELP
 )
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def build_parser(prog: str = "iv2-encoders") -> argparse.ArgumentParser:
@@ -78,14 +68,14 @@ def build_parser(prog: str = "iv2-encoders") -> argparse.ArgumentParser:
     ex.add_argument("--checkpoint", default=None,
                     help="weights: a file in any released layout, a folder written by save_pretrained, or a Hub "
                          "repo_id[:file] (default: the tag's released weights; none for a bare name)")
-    ex.add_argument("--checkpoint-frames", type=_positive, default=None,
+    ex.add_argument("--checkpoint-frames", type=positive_int, default=None,
                     help="frame count the checkpoint was trained with, when it cannot be inferred")
-    ex.add_argument("--num-frames", type=_positive, default=8, help="frames per clip")
-    ex.add_argument("--size", type=_positive, default=None,
+    ex.add_argument("--num-frames", type=positive_int, default=8, help="frames per clip")
+    ex.add_argument("--size", type=positive_int, default=None,
                     help="frame size in pixels, a multiple of the patch size (default: the model's own size, "
                          "224; 56 for internvideo2-tiny)")
-    ex.add_argument("--batch-size", type=_positive, default=8, help="clips per forward pass")
-    ex.add_argument("--workers", type=_non_negative, default=min(4, os.cpu_count() or 1),
+    ex.add_argument("--batch-size", type=positive_int, default=8, help="clips per forward pass")
+    ex.add_argument("--workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
                     help="decoding processes (0: decode in the main process)")
     ex.add_argument("--device", default=None, help="cuda, cuda:1, cpu, mps (default: cuda when available)")
     ex.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
@@ -93,9 +83,9 @@ def build_parser(prog: str = "iv2-encoders") -> argparse.ArgumentParser:
     ex.add_argument("--attn-impl", choices=["sdpa", "flash"], default=None,
                     help="attention kernel (default: sdpa; flash needs the flash extra)")
     ex.add_argument("--tokens", action="store_true", help="also save the token features (1 + N, D)")
-    ex.add_argument("--window", type=_positive, default=None,
+    ex.add_argument("--window", type=positive_int, default=None,
                     help="sliding windows of N frames, one embedding each (for temporal localisation)")
-    ex.add_argument("--stride", type=_positive, default=None, help="window stride in frames (default: --window)")
+    ex.add_argument("--stride", type=positive_int, default=None, help="window stride in frames (default: --window)")
     ex.add_argument("--output", "-o", required=True, help="output folder (mirrors the inputs' paths)")
     ex.add_argument("--overwrite", action="store_true",
                     help="recompute outputs made with other settings instead of stopping")
