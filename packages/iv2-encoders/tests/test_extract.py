@@ -316,7 +316,7 @@ def test_a_rerun_with_everything_done_says_so_and_exits_0(videos, capsys):
     assert main(["extract", *ARGS, "--workers", "0", "--output", "out", "data/a"]) == 0
     capsys.readouterr()
     assert main(["extract", *ARGS, "--workers", "0", "--output", "out", "data/a"]) == 0
-    assert "1 videos: extracted 0, skipped 1 done before, failed 0" in capsys.readouterr().err
+    assert "1 video: extracted 0, skipped 1 done before, failed 0" in capsys.readouterr().err
 
 
 def test_extract_opens_media_only_through_iv2_data():

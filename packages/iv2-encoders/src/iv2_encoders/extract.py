@@ -570,7 +570,8 @@ def print_summary(summary: ExtractSummary, out_dir: Path, prog: str) -> int:
         print(f"{prog}: nothing to do: no input video", file=sys.stderr)
         return 1
     recomputed = f" ({summary.recomputed} recomputed)" if summary.recomputed else ""
-    print(f"{prog}: {summary.found} videos: extracted {summary.ok}{recomputed}, skipped {summary.skipped} done "
+    videos = f"{summary.found} video{'s' if summary.found != 1 else ''}"
+    print(f"{prog}: {videos}: extracted {summary.ok}{recomputed}, skipped {summary.skipped} done "
           f"before, failed {summary.failed} -> {out_dir / MANIFEST}", file=sys.stderr)
     for path, error in list(summary.errors.items())[:20]:
         print(f"  failed: {path}: {error}", file=sys.stderr)
