@@ -18,9 +18,10 @@ from .checkpoint import (
     load_state_dict_checked,
     read_state_dict,
     save_checkpoint,
+    split_vision_prefix,
 )
 from .config import MODEL_CONFIGS, HubFile, PretrainedCfg, VideoEncoderConfig
-from .model import AttentionPoolingHead, EncoderOutput, VideoEncoder
+from .model import AttentionPoolingHead, EncoderOutput, VideoEncoder, layerscale_key_map
 from .pos_embed import interpolate_pos_embed, sincos_3d
 from .pretrained import get_pretrained_cfg, load_pretrained, save_pretrained
 from .registry import create_model, get_config, list_models
@@ -39,6 +40,7 @@ __all__ = [
     "get_config",
     "get_pretrained_cfg",
     "interpolate_pos_embed",
+    "layerscale_key_map",
     "list_models",
     "load_checkpoint",
     "load_pretrained",
@@ -47,6 +49,7 @@ __all__ = [
     "save_checkpoint",
     "save_pretrained",
     "sincos_3d",
+    "split_vision_prefix",
 ]
 
 from importlib.metadata import version as _version
