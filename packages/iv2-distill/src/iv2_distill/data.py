@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,14 +140,45 @@ def read_view(path: str | os.PathLike, view: View, size: int, *, frame_stride: i
     resized to ``size`` (bilinear, as GroupMultiScaleCrop), mirrored if ``view.flip``, ImageNet-normalised:
     float32 ``(3, T, size, size)``."""
     frames = read_frames(path, indices=list(view.frame_indices[::frame_stride]))
+    return crop_view(frames, view, size, interpolation=interpolation, source=path)
+
+
+def crop_view(frames: torch.Tensor, view: View, size: int, *, interpolation: str = "bilinear",
+              source: object = "frames") -> torch.Tensor:
+    """The crop, resize, flip and normalisation of :func:`read_view` on decoded ``uint8 (T, H, W, 3)`` frames."""
     top, left, height, width = view.crop_box
     if top + height > frames.shape[1] or left + width > frames.shape[2]:
-        raise ValueError(f"{path}: crop box {view.crop_box} (top, left, height, width) does not fit its frames of "
+        raise ValueError(f"{source}: crop box {view.crop_box} (top, left, height, width) does not fit its frames of "
                          f"{frames.shape[1]}x{frames.shape[2]}; the file changed since the view was drawn")
     video = resize_crop(frames, view.crop_box, size, interpolation=interpolation)
     if view.flip:
         video = video.flip(-1)
     return normalize(video.contiguous(), IMAGENET_MEAN, IMAGENET_STD)
+
+
+class _FrameCache:
+    """Decoded frames kept in memory, least recently used out first, up to ``max_bytes`` (per process: each
+    DataLoader worker has its own)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.bytes = max_bytes, 0
+        self.entries: OrderedDict[Any, torch.Tensor] = OrderedDict()
+
+    def get(self, key: Any) -> torch.Tensor | None:
+        frames = self.entries.get(key)
+        if frames is not None:
+            self.entries.move_to_end(key)
+        return frames
+
+    def put(self, key: Any, frames: torch.Tensor) -> None:
+        size = frames.numel() * frames.element_size()
+        if size > self.max_bytes:
+            return
+        self.entries[key] = frames
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, old = self.entries.popitem(last=False)
+            self.bytes -= old.numel() * old.element_size()
 
 
 class ViewDataset(Dataset):
@@ -165,12 +197,27 @@ class ViewDataset(Dataset):
         frame_stride: int = 1,
         targets: Callable[[int], Mapping[str, torch.Tensor]] | None = None,
         broken: BrokenSamplePolicy | None = None,
+        frame_cache_mb: int = 0,
     ) -> None:
         if len(record_of) != len(views):
             raise ValueError(f"{len(record_of)} record indices for {len(views)} views")
         self.records, self.record_of, self.views = records, list(record_of), list(views)
         self.size, self.frame_stride, self.targets = size, frame_stride, targets
         self.guard = BrokenSamples(broken, owner=f"ViewDataset of {records.source}")
+        # A small dataset read for many epochs decodes each view's frames once (its crop is fixed anyway).
+        self.frames = _FrameCache(frame_cache_mb << 20) if frame_cache_mb > 0 else None
+
+    def _read(self, item: int) -> torch.Tensor:
+        view, record = self.views[item], self.record_of[item]
+        path = self.records.path(record)
+        if self.frames is None:
+            return read_view(path, view, self.size, frame_stride=self.frame_stride)
+        key = (record, view.frame_indices[:: self.frame_stride])
+        frames = self.frames.get(key)
+        if frames is None:
+            frames = read_frames(path, indices=list(key[1]))
+            self.frames.put(key, frames)
+        return crop_view(frames, view, self.size, source=path)
 
     def __len__(self) -> int:
         return len(self.views)
@@ -180,11 +227,10 @@ class ViewDataset(Dataset):
             raise IndexError(f"ViewDataset has {len(self)} items, got {index}")
         for offset in range(min(self.guard.policy.max_consecutive, len(self))):
             item = (index + offset) % len(self)
-            path = self.records.path(self.record_of[item])
             try:
-                video = read_view(path, self.views[item], self.size, frame_stride=self.frame_stride)
+                video = self._read(item)
             except OSError as error:
-                self.guard.failure(path, error)
+                self.guard.failure(self.records.path(self.record_of[item]), error)
                 continue
             self.guard.success()
             sample: dict[str, Any] = {"video": video, "index": item, "record": self.record_of[item]}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,33 +45,6 @@ def encoder_features(encoder: VideoEncoder, video: torch.Tensor, feature: str = 
             raise ValueError("feature='pooled' needs the attention-pooling head; this encoder has none")
         return out.pooled
     return out.tokens[:, 0] if feature == "cls" else out.tokens[:, 1:].mean(dim=1)
-
-
-@torch.no_grad()
-def extract_features(
-    encoder: VideoEncoder,
-    dataset: torch.utils.data.Dataset,
-    *,
-    feature: str = "pooled",
-    batch_size: int = 32,
-    num_workers: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features ``(N, D)`` float32 of every clip of ``dataset`` (samples with ``video`` and ``index``) and the
-    record index of each row. A record the dataset could not read (it then returns the next one) is left out."""
-    device = encoder.pos_embed.device
-    was_training = encoder.training
-    encoder.eval()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
-    chunks, indices = [], []
-    try:
-        for batch in loader:
-            chunks.append(encoder_features(encoder, batch["video"].to(device), feature).float().cpu())
-            indices.append(torch.as_tensor(batch["index"]))
-    finally:
-        encoder.train(was_training)
-    features, index = torch.cat(chunks), torch.cat(indices)
-    keep = _first_occurrence(index)
-    return features[keep], index[keep]
 
 
 def _first_occurrence(index: torch.Tensor) -> torch.Tensor:
@@ -120,23 +94,28 @@ def linear_probe_top1(train: torch.Tensor, train_labels: torch.Tensor, test: tor
         return 100.0 * (linear(x_test).argmax(dim=1) == test_labels).double().mean().item()
 
 
-def evaluate_encoder(
-    encoder: VideoEncoder,
-    annotations: str | os.PathLike,
-    *,
-    media_root: str | os.PathLike | None = None,
-    holdout_last: int,
-    label_keys: Sequence[str] = ("label",),
-    feature: str = "pooled",
-    k: int = 10,
-    temperature: float = 0.07,
-    linear_probe: bool = True,
-    batch_size: int = 32,
-    num_workers: int = 0,
-) -> dict[str, float]:
-    """k-NN (and linear-probe) top-1 of ``encoder``'s frozen features on the labelled ``annotations``: the last
-    ``holdout_last`` records are the queries, the others the bank. Returns ``{"knn_top1_<key>",
-    "linear_top1_<key>", "chance_<key>" for each key, "queries", "bank"}`` (percentages)."""
+@dataclass
+class LabelledClips:
+    """The clips of a labelled annotation file, read once at an encoder's frame count and size (float32
+    ``(N, 3, T, S, S)`` in memory: meant for k-NN-sized sets), so that several encoders — a trained one and its
+    random baseline — are evaluated on the very same pixels. ``index[i]`` is the record of row ``i`` (a record
+    that could not be read is missing); the last ``holdout_last`` records are the queries."""
+
+    videos: torch.Tensor
+    index: torch.Tensor
+    records: list[dict[str, Any]]
+    holdout_last: int
+    source: str
+
+    @property
+    def is_query(self) -> torch.Tensor:
+        return self.index >= len(self.records) - self.holdout_last
+
+
+def read_labelled_clips(annotations: str | os.PathLike, *, num_frames: int, size: int, holdout_last: int,
+                        media_root: str | os.PathLike | None = None, label_keys: Sequence[str] = (),
+                        batch_size: int = 32, num_workers: int = 0) -> LabelledClips:
+    """Read the clips of ``annotations`` as the evaluation does (middle frames, centre crop) into memory."""
     records = read_records(annotations, media_root, holdout_last=0, part="all")
     if not 0 < holdout_last < len(records):
         raise ValueError(f"{annotations}: holdout_last={holdout_last} must be in (0, {len(records)}) to leave a bank "
@@ -145,16 +124,47 @@ def evaluate_encoder(
         missing = [i for i, r in enumerate(records.records) if key not in r]
         if missing:
             raise ValueError(f"{annotations}: record {missing[0]} has no label field {key!r} (eval.label_keys)")
-    cfg = encoder.cfg
     dataset = AnnotationDataset(records.records, records.media_root, builder=ClipBuilder(),
-                                video=VideoReadConfig(num_frames=cfg.num_frames, size=cfg.img_size))
-    features, index = extract_features(encoder, dataset, feature=feature, batch_size=batch_size,
-                                       num_workers=num_workers)
-    is_query = index >= len(records) - holdout_last
+                                video=VideoReadConfig(num_frames=num_frames, size=size))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+    videos, index = [], []
+    for batch in loader:
+        videos.append(batch["video"])
+        index.append(torch.as_tensor(batch["index"]))
+    all_videos, all_index = torch.cat(videos), torch.cat(index)
+    keep = _first_occurrence(all_index)
+    return LabelledClips(all_videos[keep], all_index[keep], records.records, holdout_last, str(annotations))
+
+
+def evaluate_encoder(
+    encoder: VideoEncoder,
+    annotations: str | os.PathLike | LabelledClips,
+    *,
+    media_root: str | os.PathLike | None = None,
+    holdout_last: int = 0,
+    label_keys: Sequence[str] = ("label",),
+    feature: str = "pooled",
+    k: int = 10,
+    temperature: float = 0.07,
+    linear_probe: bool = True,
+    batch_size: int = 32,
+    num_workers: int = 0,
+) -> dict[str, float]:
+    """k-NN (and linear-probe) top-1 of ``encoder``'s frozen features on the labelled ``annotations`` (a file, or
+    :class:`LabelledClips` read before): the last ``holdout_last`` records are the queries, the others the bank.
+    Returns ``{"knn_top1_<key>", "linear_top1_<key>", "chance_<key>" for each key, "queries", "bank"}``
+    (percentages)."""
+    clips = annotations
+    if not isinstance(clips, LabelledClips):
+        clips = read_labelled_clips(annotations, num_frames=encoder.cfg.num_frames, size=encoder.cfg.img_size,
+                                    holdout_last=holdout_last, media_root=media_root, label_keys=label_keys,
+                                    batch_size=batch_size, num_workers=num_workers)
+    features = _features_of(encoder, clips.videos, feature, batch_size)
+    is_query = clips.is_query
     metrics: dict[str, float] = {"queries": float(is_query.sum()), "bank": float((~is_query).sum())}
     for key in label_keys:
-        labels, num_classes = _label_indices([records.records[i][key] for i in index.tolist()],
-                                             [r[key] for r in records.records])
+        labels, num_classes = _label_indices([clips.records[i][key] for i in clips.index.tolist()],
+                                             [r[key] for r in clips.records])
         bank, queries = features[~is_query], features[is_query]
         metrics[f"knn_top1_{key}"] = knn_top1(bank, labels[~is_query], queries, labels[is_query], k=k,
                                               temperature=temperature)
@@ -162,6 +172,18 @@ def evaluate_encoder(
             metrics[f"linear_top1_{key}"] = linear_probe_top1(bank, labels[~is_query], queries, labels[is_query])
         metrics[f"chance_{key}"] = 100.0 / num_classes
     return metrics
+
+
+@torch.no_grad()
+def _features_of(encoder: VideoEncoder, videos: torch.Tensor, feature: str, batch_size: int) -> torch.Tensor:
+    device = encoder.pos_embed.device
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        return torch.cat([encoder_features(encoder, chunk.to(device), feature).float().cpu()
+                          for chunk in videos.split(batch_size)])
+    finally:
+        encoder.train(was_training)
 
 
 def _label_indices(values: list[Any], every: list[Any]) -> tuple[torch.Tensor, int]:

@@ -121,7 +121,7 @@ class TeachersConfig:
 @dataclasses.dataclass
 class SyntheticCorpusConfig:
     """The iv2-data synthetic corpus (:func:`iv2_data.write_corpus`), written to ``dir`` before the run when
-    ``num_samples > 0`` and it is not there yet."""
+    ``num_samples > 0`` and it is not there yet (a corpus already in ``dir`` is used as it is)."""
 
     num_samples: int = 0
     dir: str = ""
@@ -146,6 +146,9 @@ class DataConfig:
     size: int = 224
     batch_size: int = 32
     num_workers: int = 4
+    # Training from a target cache: keep up to this many MiB of decoded frames in memory per process (a small
+    # dataset read for many epochs then decodes each clip once; its views are fixed). 0: decode every time.
+    frame_cache_mb: int = 0
     corpus: SyntheticCorpusConfig = dataclasses.field(default_factory=SyntheticCorpusConfig)
 
 
@@ -245,27 +248,28 @@ def check_ready(cfg: DistillConfig) -> None:
 # ------------------------------------------------------------------------------------------------- flavors
 # The two sizes of the synthetic flavors: steps of the two teachers and of the student, fixed views per clip.
 _SYNTHETIC_SIZES: dict[str, dict[str, int]] = {
-    "default": {"student_steps": 300, "image_steps": 200, "video_steps": 300, "views": 2},
-    "quick": {"student_steps": 60, "image_steps": 100, "video_steps": 150, "views": 1},
+    "default": {"clips": 512, "student_steps": 300, "image_steps": 200, "video_steps": 300, "views": 2},
+    "quick": {"clips": 256, "student_steps": 60, "image_steps": 100, "video_steps": 40, "views": 1},
 }
 
 
 def synthetic_config(root: str | Path = "runs/tiny-synthetic", *, corpus: str | Path | None = None,
                      quick: bool = False) -> DistillConfig:
     """The CPU demo's stage 1, every path under ``root``: the synthetic corpus (``corpus``, default
-    ``root/corpus``, written when missing: 512 clips of 8 frames at 64 px, the last 64 held out), two small
+    ``root/corpus``, written when missing: 512 clips of 8 frames at 64 px, the last 64 held out; a corpus that is
+    there already is used as it is), two small
     teachers trained on the other clips first (``root/teachers``, see :mod:`iv2_distill.synthetic_teachers`),
     their targets cached (``root/targets``), the ``internvideo2-tiny`` student (56 px, 4 frames, patch 14, 64-d,
     depth 2) trained into ``root/stage1`` and evaluated by k-NN / linear probe on
     the held-out clips (label, object, direction, colour) against chance and a random encoder.
 
-    ``quick``: the same path at a smaller size (fewer teacher and student steps, one view per clip); its
-    teachers, targets and run live in ``*-quick`` folders beside the default ones.
+    ``quick``: the same path at a smaller size (256 clips by default, fewer teacher and student steps, one view
+    per clip); its corpus, teachers, targets and run live in ``*-quick`` folders beside the default ones.
     """
     size = _SYNTHETIC_SIZES["quick" if quick else "default"]
     root = Path(root)
-    corpus_dir = Path(corpus) if corpus is not None else root / "corpus"
     suffix = "-quick" if quick else ""
+    corpus_dir = Path(corpus) if corpus is not None else root / f"corpus{suffix}"
     teacher_dir = root / f"teachers{suffix}"
     steps = size["student_steps"]
     return DistillConfig(
@@ -293,8 +297,9 @@ def synthetic_config(root: str | Path = "runs/tiny-synthetic", *, corpus: str | 
         ),
         data=DataConfig(
             annotations=str(corpus_dir / "video_label.json"), holdout_last=64, num_frames=8, size=56,
-            batch_size=32, num_workers=0,
-            corpus=SyntheticCorpusConfig(num_samples=512, dir=str(corpus_dir), num_frames=8, size=64, fps=8),
+            batch_size=32, num_workers=0, frame_cache_mb=256,
+            corpus=SyntheticCorpusConfig(num_samples=size["clips"], dir=str(corpus_dir), num_frames=8, size=64,
+                                         fps=8),
         ),
         mask=MaskConfig(kind="attention", ratio=0.8),
         cache=CacheConfig(dir=str(root / f"targets{suffix}"), views=size["views"], dtype="float16",

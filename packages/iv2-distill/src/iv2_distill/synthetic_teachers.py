@@ -147,11 +147,12 @@ def prepare_synthetic_teachers(cfg: DistillConfig, *, progress: str | None = Non
 
     init_distributed(cfg.train.distributed)
     out = {}
+    decoded: dict[str, torch.Tensor] = {}  # the training clips, decoded once for both teachers
     for role in ("image", "video"):
         folder = Path(cfg.teachers.image.path if role == "image" else cfg.teachers.video.path)
         settings = synthetic_teacher_settings(cfg, role)
         if not (folder / TEACHER_FILE).is_file():
-            _train_teacher(cfg, role, folder, settings, progress)
+            _train_teacher(cfg, role, folder, settings, progress, decoded)
             barrier()
         report = json.loads((folder / TEACHER_FILE).read_text(encoding="utf-8"))
         saved, wanted = report.get("settings", {}), json.loads(json.dumps(settings))  # as JSON stores them
@@ -181,7 +182,8 @@ def _labels(records: ClipRecords, tasks: tuple[str, ...], classes: Mapping[str, 
     return out
 
 
-def _train_teacher(cfg: DistillConfig, role: str, folder: Path, settings: dict[str, Any], progress: str | None) -> None:
+def _train_teacher(cfg: DistillConfig, role: str, folder: Path, settings: dict[str, Any], progress: str | None,
+                   decoded: dict[str, torch.Tensor]) -> None:
     from iv2_train import (
         CheckpointConfig,
         LoggingConfig,
@@ -200,7 +202,9 @@ def _train_teacher(cfg: DistillConfig, role: str, folder: Path, settings: dict[s
     every = read_records(cfg.data.annotations, cfg.data.media_root or None, part="all").records
     classes = {task: sorted({r[task] for r in every if task in r}) for task in tasks}
     log.info("training the synthetic %s teacher (%s) on %d clips", role, ", ".join(tasks), len(train_records))
-    clips = _Clips(_load_clips(cfg, train_records), _labels(train_records, tasks, classes), cfg.data.size,
+    if "train" not in decoded:
+        decoded["train"] = _load_clips(cfg, train_records)
+    clips = _Clips(decoded["train"], _labels(train_records, tasks, classes), cfg.data.size,
                    one_frame=role == "image")
     torch.manual_seed(syn.seed)  # the same initial weights on every rank and every run
     model = _build_classifier(cfg, role, {t: len(c) for t, c in classes.items()})
@@ -213,7 +217,7 @@ def _train_teacher(cfg: DistillConfig, role: str, folder: Path, settings: dict[s
         schedule=ScheduleConfig(warmup_steps=max(1, steps // 10)),
         checkpoint=CheckpointConfig(every_steps=max(steps // 2, 1), keep_last=1, export_final=False),
         logging=LoggingConfig(every_steps=max(steps // 10, 1), progress=progress or cfg.train.logging.progress,
-                              tensorboard=False),
+                              tensorboard=False, plots=False),
     )
     data = ResumableBatches(clips, min(syn.batch_size, len(clips)), seed=syn.seed)
     Trainer(model, data, train_cfg, run_config=train_cfg).fit()

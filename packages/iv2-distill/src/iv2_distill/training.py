@@ -138,30 +138,20 @@ class DistillResult:
 
 # ----------------------------------------------------------------------------------------------- preparation
 def prepare_corpus(cfg: DistillConfig) -> Path | None:
-    """Write the synthetic corpus of ``cfg.data.corpus`` if asked for and missing (rank 0; collective)."""
+    """Write the synthetic corpus of ``cfg.data.corpus`` if asked for and missing (rank 0; collective). A corpus
+    already there is used as it is (its clips decide; the teachers and the target cache record which)."""
     from iv2_train import barrier, get_rank
 
     corpus = cfg.data.corpus
     if corpus.num_samples <= 0:
         return None
     root = Path(corpus.dir)
-    meta = root / "corpus.json"
-    wanted = {"num_samples": corpus.num_samples, "num_frames": corpus.num_frames, "size": corpus.size,
-              "fps": corpus.fps, "seed": corpus.seed}
-    if get_rank() == 0:
-        if meta.is_file():
-            saved = json.loads(meta.read_text(encoding="utf-8"))
-            differs = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
-            if differs:
-                raise ValueError(f"{root} holds a synthetic corpus made with other settings "
-                                 f"({', '.join(f'{k}: {a} != {b}' for k, (a, b) in differs.items())}); "
-                                 "delete it or set data.corpus.dir elsewhere")
-        else:
-            from iv2_data import write_corpus
+    if get_rank() == 0 and not (root / "corpus.json").is_file():  # corpus.json is written last: a whole corpus
+        from iv2_data import write_corpus
 
-            log.info("writing the synthetic corpus (%d clips) to %s", corpus.num_samples, root)
-            write_corpus(root, corpus.num_samples, num_frames=corpus.num_frames, size=corpus.size, fps=corpus.fps,
-                         seed=corpus.seed, progress=cfg.train.logging.progress != "none")
+        log.info("writing the synthetic corpus (%d clips) to %s", corpus.num_samples, root)
+        write_corpus(root, corpus.num_samples, num_frames=corpus.num_frames, size=corpus.size, fps=corpus.fps,
+                     seed=corpus.seed, progress=cfg.train.logging.progress != "none")
     barrier()
     return root
 
@@ -225,7 +215,7 @@ def build_training(cfg: DistillConfig, *, teachers: DistillTeachers | None = Non
             build_target_cache(cfg, teachers=teachers, progress=cfg.train.logging.progress != "none")
         cache = TargetCache(cfg.cache.dir, expected=spec)
         dataset = ViewDataset(records, cache.record_of, cache.views, cfg.data.size, frame_stride=stride,
-                              targets=cache.targets)
+                              targets=cache.targets, frame_cache_mb=cfg.data.frame_cache_mb)
         teachers = None  # the point of the cache: no teacher in memory while training
     else:
         if teachers is None:
@@ -244,24 +234,40 @@ def build_training(cfg: DistillConfig, *, teachers: DistillTeachers | None = Non
     return model, data, cfg
 
 
-def _evaluation_settings(cfg: DistillConfig) -> dict[str, Any]:
-    e = cfg.eval
-    return {"annotations": e.annotations, "media_root": e.media_root or None, "holdout_last": e.holdout_last,
-            "label_keys": tuple(e.label_keys), "feature": e.feature, "k": e.k, "temperature": e.temperature,
-            "linear_probe": e.linear_probe, "batch_size": e.batch_size}
+class _Evaluation:
+    """The run's frozen-feature evaluation: the labelled clips are read once (on rank 0, which evaluates; the set
+    is small next to training) and serve every evaluation and the random-init baseline."""
 
+    def __init__(self, cfg: DistillConfig) -> None:
+        self.cfg = cfg
+        self.clips: Any = None
 
-def _evaluate_hook(cfg: DistillConfig):
-    def evaluate(trainer: Any) -> dict[str, float]:
+    def run(self, encoder: Any) -> dict[str, float]:
+        from .evaluation import evaluate_encoder, read_labelled_clips
+
+        e = self.cfg.eval
+        if self.clips is None:
+            self.clips = read_labelled_clips(e.annotations, num_frames=encoder.cfg.num_frames,
+                                             size=encoder.cfg.img_size, holdout_last=e.holdout_last,
+                                             media_root=e.media_root or None, label_keys=e.label_keys,
+                                             batch_size=e.batch_size)
+        return evaluate_encoder(encoder, self.clips, label_keys=tuple(e.label_keys), feature=e.feature, k=e.k,
+                                temperature=e.temperature, linear_probe=e.linear_probe, batch_size=e.batch_size)
+
+    def __call__(self, trainer: Any) -> dict[str, float]:
+        """The Trainer's ``evaluate`` hook: rank 0 evaluates the student, every rank gets its numbers."""
         from iv2_train import broadcast_object, get_rank
 
-        from .evaluation import evaluate_encoder
+        return broadcast_object(self.run(trainer.module.student) if get_rank() == 0 else None)
 
-        # rank 0 evaluates (the set is small next to training), every rank gets its numbers
-        metrics = evaluate_encoder(trainer.module.student, **_evaluation_settings(cfg)) if get_rank() == 0 else None
-        return broadcast_object(metrics)
+    def random_baseline(self, encoder_cfg: Any) -> dict[str, float]:
+        """The evaluation of a randomly initialised encoder of the student's architecture (seeded)."""
+        from iv2_encoders import VideoEncoder
 
-    return evaluate
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.train.seed)
+            encoder = VideoEncoder(encoder_cfg)
+        return self.run(encoder)
 
 
 def train(cfg: DistillConfig) -> DistillResult:
@@ -275,8 +281,8 @@ def train(cfg: DistillConfig) -> DistillResult:
     from .export import export_encoder, student_encoder_state
 
     model, data, cfg = build_training(cfg)
-    trainer = Trainer(model, data, cfg.train, run_config=cfg, evaluate=_evaluate_hook(cfg) if cfg.eval.annotations
-                      else None, export=student_encoder_state)
+    evaluation = _Evaluation(cfg) if cfg.eval.annotations else None
+    trainer = Trainer(model, data, cfg.train, run_config=cfg, evaluate=evaluation, export=student_encoder_state)
     result = trainer.fit()
     out = Path(cfg.train.output_dir)
     teachers = {}
@@ -295,23 +301,11 @@ def train(cfg: DistillConfig) -> DistillResult:
         if result.final_weights is not None:
             encoder_dir = export_encoder(result.final_weights, out / "final" / "encoder", model=cfg.model.name,
                                          overrides=cfg.model.overrides).output
-        if cfg.eval.annotations and cfg.eval.random_baseline:
-            metrics.update({f"random_{k}": v for k, v in _random_baseline(model.student.cfg, cfg).items()
+        if evaluation is not None and cfg.eval.random_baseline:
+            metrics.update({f"random_{k}": v for k, v in evaluation.random_baseline(model.student.cfg).items()
                             if not k.startswith(("chance", "queries", "bank"))})
         metrics_path = out / "eval.json"
         with atomic_write(metrics_path, "w", encoding="utf-8") as f:
             json.dump({"metrics": metrics, "teachers": teachers}, f, indent=1)
     barrier()
     return DistillResult(result, out, result.final_weights, encoder_dir, metrics, metrics_path, teachers)
-
-
-def _random_baseline(encoder_cfg: Any, cfg: DistillConfig) -> dict[str, float]:
-    """The evaluation of a randomly initialised encoder of the student's architecture (seeded)."""
-    from iv2_encoders import VideoEncoder
-
-    from .evaluation import evaluate_encoder
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.train.seed)
-        encoder = VideoEncoder(encoder_cfg)
-    return evaluate_encoder(encoder, **_evaluation_settings(cfg))
