@@ -1,9 +1,9 @@
 """Stage-1 step time with live teachers vs cached targets, and the memory plan of the 1B / 6B runs.
 
 1. Step time. The paper's widths and depths scaled down together so that a step fits a CPU: the student
-   1B (1408-d x 40) -> 88-d x 5, the image teacher InternViT-6B (3200-d x 48, per frame) -> 200-d x 6, the video
-   teacher VideoMAEv2-g (1408-d x 40, 16 frames, tubelet 2) -> 88-d x 5 (widths / 16, depths / 8; the teachers
-   stay ~7x the student's parameters, as 6B + 1B against 1B). 8 frames of 112 px in patches of 14 (8 x 8 tokens a
+   1B (1408-d x 40) -> 96-d x 5, the image teacher InternViT-6B (3200-d x 48, per frame) -> 208-d x 6, the video
+   teacher VideoMAEv2-g (1408-d x 40, 16 frames, tubelet 2) -> 96-d x 5 (widths / ~15, depths / 8, keeping the
+   teacher/student width ratio 3200 : 1408 : 1408). 8 frames of 112 px in patches of 14 (8 x 8 tokens a
    frame, 512 in all; the video teacher sees 16 frames), attention masking 0.8 per frame as the official recipe.
    Both modes run the same DistillationModel and AdamW step side by side in one process, on the same clips:
    "live" runs the frozen teachers every step, "cached" reads their targets (float16, as a target cache stores
@@ -38,13 +38,13 @@ def build(batch: int):
     from iv2_encoders import create_model
 
     torch.manual_seed(0)
-    student = create_student("internvideo2-tiny", img_size=112, num_frames=8, embed_dim=88, depth=5, num_heads=4,
+    student = create_student("internvideo2-tiny", img_size=112, num_frames=8, embed_dim=96, depth=5, num_heads=4,
                              mlp_ratio=48 / 11, attn_pool_num_heads=4, clip_embed_dim=48,
-                             clip_teacher_embed_dim=200, clip_teacher_final_dim=48, clip_return_layer=3,
-                             mae_teacher_embed_dim=88, mae_return_layer=2)
-    image = create_model("internvideo2-tiny", img_size=112, num_frames=1, embed_dim=200, depth=6, num_heads=8,
+                             clip_teacher_embed_dim=208, clip_teacher_final_dim=48, clip_return_layer=3,
+                             mae_teacher_embed_dim=96, mae_return_layer=2)
+    image = create_model("internvideo2-tiny", img_size=112, num_frames=1, embed_dim=208, depth=6, num_heads=8,
                          mlp_ratio=4.0, attn_pool_num_heads=8, clip_embed_dim=48, init_values=0.1)
-    video = VideoMAEModel(VideoMAEConfig(image_size=112, patch_size=14, num_frames=16, tubelet_size=2, hidden_size=88,
+    video = VideoMAEModel(VideoMAEConfig(image_size=112, patch_size=14, num_frames=16, tubelet_size=2, hidden_size=96,
                                          num_hidden_layers=5, num_attention_heads=4, intermediate_size=384,
                                          use_mean_pooling=False))
     teachers = DistillTeachers(image=EncoderImageTeacher(image, return_layers=3),
@@ -59,8 +59,8 @@ def build(batch: int):
     live_model = DistillationModel(student, teachers, mask=MaskConfig(ratio=0.8))
     cached_student = create_student("internvideo2-tiny", **{k: getattr(student.cfg, k) for k in (
         "img_size", "num_frames", "embed_dim", "depth", "num_heads", "mlp_ratio", "attn_pool_num_heads",
-        "clip_embed_dim")}, clip_teacher_embed_dim=200, clip_teacher_final_dim=48, clip_return_layer=3,
-        mae_teacher_embed_dim=88, mae_return_layer=2)
+        "clip_embed_dim")}, clip_teacher_embed_dim=208, clip_teacher_final_dim=48, clip_return_layer=3,
+        mae_teacher_embed_dim=96, mae_return_layer=2)
     cached_student.load_state_dict(student.state_dict())
     cached_model = DistillationModel(cached_student, None, mask=MaskConfig(ratio=0.8))
     index = torch.arange(batch)
@@ -145,7 +145,7 @@ def main() -> None:
         print(f"| {name} | {gpus} x {micro} | {zero} | {mode} | {est.params_bytes / gib:.2f} | {est.grads_bytes / gib:.2f} "
               f"| {est.optimizer_bytes / gib:.2f} | {est.activations_bytes / gib:.2f} | {est.total_bytes / gib:.2f} |")
     paper = cache_bytes_per_clip(6, 2048, 3200, 4, 1408, 768, 8, 256)
-    bench = cache_bytes_per_clip(3, 512, 200, 2, 88, 48, 8, 64)
+    bench = cache_bytes_per_clip(3, 512, 208, 2, 96, 48, 8, 64)
     tiny = cache_bytes_per_clip(2, 64, 48, 2, 64, 32, 4, 16)
     print(f"\ntarget cache per clip view (fp16 targets, fp32 saliency): paper scale {paper / 1e6:.1f} MB, this "
           f"benchmark {bench / 1e6:.2f} MB, tiny-synthetic {tiny / 1e3:.1f} kB")

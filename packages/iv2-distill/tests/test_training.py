@@ -169,3 +169,21 @@ def test_two_processes_equal_one_on_the_same_global_batch(tmp_path, corpus, teac
     loss_one = [r["loss"] for r in read_metrics(tmp_path / "one" / "metrics.jsonl") if "loss" in r]
     loss_two = [r["loss"] for r in read_metrics(tmp_path / "two" / "metrics.jsonl") if "loss" in r]
     torch.testing.assert_close(torch.tensor(loss_two), torch.tensor(loss_one), rtol=1e-5, atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_deepspeed_zero1_bf16_run_trains_from_the_cache_and_exports(tmp_path, corpus, teachers):
+    pytest.importorskip("deepspeed")
+    env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
+    words = ["train.distributed.strategy=deepspeed", "train.distributed.precision=bf16", "eval.annotations=",
+             "train.max_steps=3", f"train.output_dir={tmp_path / 'ds'}"]
+    proc = subprocess.run([sys.executable, str(HERE / "_distill_train_run.py"), str(tmp_path), str(corpus),
+                           str(teachers), *words], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    rows = [r for r in read_metrics(tmp_path / "ds" / "metrics.jsonl") if "loss" in r]
+    assert len(rows) == 3 and all(r["skipped"] == 0 for r in rows) and rows[-1]["loss"] < rows[0]["loss"]
+    assert (tmp_path / "ds" / "checkpoints" / "step_00000003" / "deepspeed").is_dir()
+    encoder = create_model(pretrained=tmp_path / "ds" / "final" / "encoder")  # the export, heads dropped
+    assert set(encoder.state_dict()) == set(load_file(str(tmp_path / "ds" / "final" / "model.safetensors")))
