@@ -1,9 +1,10 @@
-"""Loading official stage-1 checkpoints (heads included) into :class:`DistillStudent`, and exporting the encoder.
+"""Loading official stage-1 checkpoints (heads included) into :class:`DistillStudent`.
 
 Files are read with ``iv2_encoders.read_state_dict`` (safetensors or ``weights_only`` torch files; wrappers
-``module`` / ``model`` / ``state_dict`` or bare). :func:`student_state_dict_from_checkpoint` is the part that is
-specific to the stage-1 layouts (prefix, naming, position tables, what to drop), kept separate so that a
-generic checked loader can use it.
+``module`` / ``model`` / ``state_dict`` or bare) and loaded with ``iv2_encoders.load_state_dict_checked`` (the one
+checked loader of the iv2 packages: shapes, dropped and missing keys). What is specific to stage 1 is
+:func:`student_state_dict_from_checkpoint`: where the tower sits, LayerScale naming and the resampling of the
+three position tables.
 """
 
 from __future__ import annotations
@@ -15,9 +16,15 @@ from pathlib import Path
 
 import torch
 
-from iv2_encoders import CheckpointError, LoadResult, interpolate_pos_embed, read_state_dict
-from iv2_encoders.checkpoint import split_vision_prefix
-from iv2_encoders.model import layerscale_key_map
+from iv2_encoders import (
+    CheckpointError,
+    LoadResult,
+    interpolate_pos_embed,
+    layerscale_key_map,
+    load_state_dict_checked,
+    read_state_dict,
+    split_vision_prefix,
+)
 
 from .model import DistillStudent
 
@@ -34,37 +41,28 @@ def student_state_dict_from_checkpoint(
 ) -> tuple[dict[str, torch.Tensor], list[str], str]:
     """Map a checkpoint's keys onto the student's official stage-1 names.
 
-    Returns ``(to_load, dropped, prefix)``: tensors keyed by the student's names, the checkpoint keys the
-    student has no place for (e.g. MAE heads when loading a 1B checkpoint into a student built without them,
-    other towers of a stage-2 file), and the prefix the tower sat under (``module.``, ``vision_encoder.``, ...).
-    LayerScale keys load in either naming. Position tables (``pos_embed``, ``clip_pos_embed``,
-    ``mae_pos_embed``) of another frame count or size are resampled like the encoder's (linear in time,
-    bicubic in space) when ``num_frames`` — the frame count the checkpoint was trained with — is given. A
-    tensor of another shape raises :class:`~iv2_encoders.CheckpointError` naming the key and both shapes.
+    Returns ``(tower, other, prefix)``: the tower's tensors without their prefix (``module.``,
+    ``vision_encoder.``, ``student.`` ...), LayerScale keys in the student's naming; the checkpoint keys outside
+    the tower (other towers of a stage-2 file, a training run's counters); and the prefix. Position tables
+    (``pos_embed``, ``clip_pos_embed``, ``mae_pos_embed``) of another frame count or size are resampled like the
+    encoder's (linear in time, bicubic in space) when ``num_frames`` — the frame count the checkpoint was trained
+    with — is given; without it such a table raises :class:`~iv2_encoders.CheckpointError` asking for it.
     """
     prefix, tower, other = split_vision_prefix(state_dict, source)
-    dropped = list(other)
     for old, new in layerscale_key_map(list(tower), student.cfg.layerscale_keys).items():
         tower[new] = tower.pop(old)
     own = student.state_dict()
-    to_load: dict[str, torch.Tensor] = {}
-    for key, value in tower.items():
-        if key not in own:
-            dropped.append(prefix + key)
+    for key in _POSITION_TABLES:
+        if key not in tower or key not in own or own[key].shape == tower[key].shape:
             continue
-        if key in _POSITION_TABLES and own[key].shape != value.shape and num_frames is not None:
-            value = _resample_table(key, value, student, num_frames, source)
-        if own[key].shape != value.shape:
-            hint = (" (a position table of another frame count: pass num_frames=, the checkpoint's frames)"
-                    if key in _POSITION_TABLES else
-                    f" (another model size or head layout than width {student.cfg.embed_dim} / depth "
-                    f"{student.cfg.depth} / heads {student.heads_cfg.to_dict()})")
+        if num_frames is None or own[key].shape[-1] != tower[key].shape[-1]:
             raise CheckpointError(
-                f"{source}: key {prefix + key!r} has shape {tuple(value.shape)} but the student expects "
-                f"{tuple(own[key].shape)}{hint}"
+                f"{source}: key {prefix + key!r} has shape {tuple(tower[key].shape)} but the student expects "
+                f"{tuple(own[key].shape)} (a position table of another frame count or size: pass num_frames=, "
+                "the frame count the checkpoint was trained with; a different width is another model size)"
             )
-        to_load[key] = value
-    return to_load, sorted(dropped), prefix
+        tower[key] = _resample_table(key, tower[key], student, num_frames, source)
+    return tower, sorted(other), prefix
 
 
 def _resample_table(key: str, table: torch.Tensor, student: DistillStudent, num_frames: int, source: str):
@@ -84,23 +82,22 @@ def load_checkpoint(
     path: str | os.PathLike | Mapping[str, torch.Tensor],
     *,
     num_frames: int | None = None,
-    strict: bool = False,
+    strict: bool = True,
 ) -> LoadResult:
-    """Load an official stage-1 checkpoint (file or state dict) into ``student`` in place.
+    """Load a stage-1 checkpoint (file, folder or state dict) into ``student`` in place: official
+    ``PretrainInternVideo2`` / ``DistInternVideo2`` files (heads included), or an iv2 training checkpoint.
 
-    Returns :class:`~iv2_encoders.LoadResult`, which unpacks as ``missing, dropped``: student keys the file
-    lacks (e.g. the heads when loading an encoder-only file) and file keys the student does not use. With
-    ``strict=True`` anything missing is an error naming the keys. A shape mismatch always raises
-    :class:`~iv2_encoders.CheckpointError` naming the key and both shapes.
+    Returns :class:`~iv2_encoders.LoadResult`, which unpacks as ``missing, dropped``. ``strict`` (default): a
+    student key the file lacks is a :class:`~iv2_encoders.CheckpointError` naming the keys and the file;
+    ``strict=False`` loads the rest (e.g. an encoder-only file, heads left at their initialisation) and returns
+    them in ``missing``. Keys the student has no place for (MAE heads into a student without them, other towers)
+    are dropped and reported under their names in the file. A tensor of another shape raises, naming the key
+    and both shapes.
     """
     source = "state dict" if isinstance(path, Mapping) else str(Path(path))
     state_dict = dict(path) if isinstance(path, Mapping) else read_state_dict(path)
-    to_load, dropped, prefix = student_state_dict_from_checkpoint(
-        state_dict, student, num_frames=num_frames, source=source)
-    missing = sorted(k for k in student.state_dict() if k not in to_load)
-    if strict and missing:
-        raise CheckpointError(f"{source}: {len(missing)} student key(s) missing from the checkpoint: {missing[:8]}")
-    meta = any(p.is_meta for p in student.parameters())
-    student.load_state_dict(to_load, strict=False, assign=meta)
-    return LoadResult(missing=missing, dropped=dropped, prefix=prefix, num_frames=num_frames)
-
+    tower, other, prefix = student_state_dict_from_checkpoint(state_dict, student, num_frames=num_frames,
+                                                                source=source)
+    result = load_state_dict_checked(student, tower, source=source, strict=strict)
+    dropped = sorted([*other, *(prefix + key for key in result.dropped)])
+    return LoadResult(missing=result.missing, dropped=dropped, prefix=prefix, num_frames=num_frames, source=source)

@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "LoadResult": "checkpoint",
     "read_state_dict": "checkpoint",
     "save_checkpoint": "checkpoint",
+    "split_vision_prefix": "checkpoint",
     # config
     "HubFile": "config",
     "MODEL_CONFIGS": "config",
@@ -41,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "AttentionPoolingHead": "model",
     "EncoderOutput": "model",
     "VideoEncoder": "model",
+    "layerscale_key_map": "model",
     # pos_embed
     "interpolate_pos_embed": "pos_embed",
     "sincos_3d": "pos_embed",
@@ -68,6 +70,7 @@ if TYPE_CHECKING:  # what static analysis and IDEs see; the table above is what 
         load_state_dict_checked,
         read_state_dict,
         save_checkpoint,
+        split_vision_prefix,
     )
     from .config import (  # noqa: F401
         MODEL_CONFIGS,
@@ -79,6 +82,7 @@ if TYPE_CHECKING:  # what static analysis and IDEs see; the table above is what 
         AttentionPoolingHead,
         EncoderOutput,
         VideoEncoder,
+        layerscale_key_map,
     )
     from .pos_embed import (  # noqa: F401
         interpolate_pos_embed,

@@ -160,18 +160,26 @@ class ImageTeacher(FrozenTeacher):
         (N, HW) or None)."""
 
     def _targets(self, video: torch.Tensor) -> TeacherOutput:
+        video = resize_clip(video, self.input_size)
         b, c, t, h, w = video.shape
-        frames = video.transpose(1, 2).reshape(b * t, c, h, w)
-        if h != self.input_size:
-            frames = F.interpolate(frames.float(), size=(self.input_size, self.input_size), mode="bicubic",
-                                   align_corners=False)
-        frames = frames.to(self.dtype)
+        frames = video.transpose(1, 2).reshape(b * t, c, h, w).to(self.dtype)
         chunk = self.frames_per_batch or frames.shape[0]
         parts = [self._encode_images(x) for x in frames.split(chunk)]
         layers = [torch.cat([p[0][k] for p in parts]) for k in range(len(self.return_index))]
         pooled = torch.cat([p[1] for p in parts])
         saliency = None if parts[0][2] is None else torch.cat([p[2] for p in parts])
         return image_targets(layers, pooled, saliency, batch_size=b)
+
+
+def resize_clip(video: torch.Tensor, size: int) -> torch.Tensor:
+    """``(B, C, T, H, W)`` frames resized bicubically to ``size x size`` (a teacher's input size: the official
+    ``clip_input_resolution``); returned as is when they already have it."""
+    b, c, t, h, w = video.shape
+    if (h, w) == (size, size):
+        return video
+    frames = F.interpolate(video.reshape(b, c * t, h, w).float(), size=(size, size), mode="bicubic",
+                           align_corners=False)
+    return frames.reshape(b, c, t, size, size)
 
 
 def image_targets(
@@ -198,6 +206,11 @@ def image_targets(
 class DistillTeachers(nn.Module):
     """The teachers of one distillation run, fed as the official pipeline feeds them.
 
+    ``image`` is the CLIP teacher (``clip_middle``, ``clip_final``, saliency): an :class:`ImageTeacher` run per
+    frame (the 1B/6B recipe: InternViT-6B), or an iv2-encoders model run on the whole clip
+    (:class:`~iv2_distill.teachers.encoder.EncoderTeacher`, the S/B/L recipe). ``video`` gives the ``mae``
+    targets (VideoMAE).
+
     The loader gives a clip of ``frame_stride × T`` frames (official: 16). The video teacher sees all of them
     (tubelet ``frame_stride``: VideoMAE tubelet 2); the image teacher and the student see every
     ``frame_stride``-th frame (:meth:`student_frames`, official ``videos[:, :, ::2]``), so all three share the
@@ -207,7 +220,7 @@ class DistillTeachers(nn.Module):
 
     def __init__(
         self,
-        image: ImageTeacher | None = None,
+        image: FrozenTeacher | None = None,
         video: FrozenTeacher | None = None,
         *,
         frame_stride: int | None = None,
@@ -221,6 +234,12 @@ class DistillTeachers(nn.Module):
 
     def train(self, mode: bool = True) -> DistillTeachers:
         return super().train(False)
+
+    @property
+    def mask_per_frame(self) -> bool:
+        """Whether semantic masks are drawn frame by frame (an image teacher's per-frame saliency, the 1B/6B
+        recipe) or over the whole clip (a video model as the CLIP teacher, the S/B/L recipe)."""
+        return isinstance(self.image, ImageTeacher)
 
     def student_frames(self, clip: torch.Tensor) -> torch.Tensor:
         """The frames the student (and the image teacher) see: ``clip[:, :, ::frame_stride]``."""

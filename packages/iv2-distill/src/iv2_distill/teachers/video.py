@@ -22,7 +22,7 @@ from torch import nn
 
 from ..config import return_layer_indices
 from ..model import l2_normalize
-from .base import FrozenTeacher, TeacherOutput
+from .base import FrozenTeacher, TeacherOutput, resize_clip
 
 OFFICIAL_ATTENTION = "iv2_videomae_official"
 
@@ -104,15 +104,12 @@ class VideoMAETeacher(FrozenTeacher):
                 f"{self.num_frames} frames")
 
     def _targets(self, video: torch.Tensor) -> TeacherOutput:
-        b, c, t, h, w = video.shape
+        t = video.shape[2]
         if t != self.num_frames:
             raise ValueError(f"{self.describe()}: got a clip of {t} frames (the fixed position table is built "
                              f"for {self.num_frames})")
-        if h != self.input_size:
-            frames = video.transpose(1, 2).reshape(b * t, c, h, w).float()
-            frames = F.interpolate(frames, size=(self.input_size,) * 2, mode="bicubic", align_corners=False)
-            video = frames.reshape(b, t, c, self.input_size, self.input_size).transpose(1, 2)
-        pixel_values = video.transpose(1, 2).to(self.dtype)  # transformers wants (B, T, 3, H, W)
+        # transformers wants (B, T, 3, H, W)
+        pixel_values = resize_clip(video, self.input_size).transpose(1, 2).to(self.dtype)
         out = self.model(pixel_values=pixel_values, output_hidden_states=True)
         last = self.depth - 1
         layers = [out.last_hidden_state if i == last else out.hidden_states[i + 1] for i in self.return_index]
