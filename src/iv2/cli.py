@@ -38,8 +38,10 @@ class Command:
 
 
 # The sub-commands, in the order `iv2 --help` lists them. A package adds its command line here: a module with
-# `main(argv=None, *, prog=...) -> int` and a fast `--help` (issue 16 adds "demo": "iv2.demo:main").
+# `main(argv=None, *, prog=...) -> int` and a fast `--help`.
 COMMANDS: dict[str, Command] = {
+    "demo": Command("iv2.demo:main", "the three stages learning on a CPU in minutes (synthetic data, report + "
+                    "plots)", "iv2-suite"),
     "extract": Command("iv2_encoders.cli:main", "video features with an InternVideo2 encoder, one safetensors "
                        "file per video", "iv2-encoders", argv=("extract",), prog="iv2"),
     "models": Command("iv2_encoders.cli:main", "encoder names and released weight tags", "iv2-encoders",

@@ -61,7 +61,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         if (
             "%(default)" in text
             or "default:" in text
-            or default in (None, False, argparse.SUPPRESS)
+            or default is None
+            or default is False  # `0 in (None, False)` is True: a default of 0 is still worth showing
+            or default == argparse.SUPPRESS
             or not action.option_strings
         ):
             return text

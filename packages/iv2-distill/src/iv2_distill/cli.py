@@ -1,4 +1,4 @@
-"""``iv2-distill``: stage-1 training, teacher-target caching, export and evaluation from a shell.
+"""iv2-distill: stage-1 training, teacher-target caching, export and evaluation from a shell.
 
     iv2-distill train [FLAVOR|YAML] [key=value ...]          train (resumes from the newest checkpoint)
     iv2-distill cache-targets [FLAVOR|YAML] [key=value ...]  run the teachers once, store their targets
@@ -6,9 +6,7 @@
     iv2-distill export CHECKPOINT --output DIR               the student encoder alone, heads dropped
     iv2-distill eval ENCODER --annotations FILE              k-NN / linear-probe top-1 of frozen features
 
-Exit codes: 0 done; 1 the run failed, or some inputs failed (recorded, the run went on); 2 a usage or config
-error; 130 interrupted (rerun the same command to resume). Nothing here imports torch before a command runs,
-so ``--help`` answers at once.
+Nothing here imports torch before a command runs, so --help answers at once.
 """
 
 from __future__ import annotations
@@ -30,11 +28,13 @@ class UsageError(Exception):
     """A mistake in the command line or the config: exit code 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    from iv2_data.command_line import EXIT_CODES_HELP, HelpFormatter
+
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.replace("iv2-distill", prog),
+                                     epilog=EXIT_CODES_HELP, formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    defaults = argparse.ArgumentDefaultsHelpFormatter
+    defaults = HelpFormatter
 
     for name, text in (
         ("train", "train the student (single process, torchrun or the deepspeed launcher)"),
@@ -78,9 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -91,14 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted{_progress_note(args)}, rerun to resume", file=sys.stderr)
+        print(f"{prog}: interrupted{_progress_note(args)}, rerun to resume", file=sys.stderr)
         return 130
     except UsageError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # the common mistakes get one line; anything else is a bug worth its traceback
         if _is_expected(error):
-            print(f"{PROG}: error: {error}", file=sys.stderr)
+            print(f"{prog}: error: {error}", file=sys.stderr)
             return 2 if type(error).__name__ == "ConfigError" else 1
         raise
 

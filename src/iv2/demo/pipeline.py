@@ -1,0 +1,207 @@
+"""The demo's stages, run in order, each recorded as finished in ``DIR/stages/<name>.json``.
+
+A stage is the stage package's own training function on its ``synthetic_config`` (the flavor each package tunes
+to learn on a CPU in minutes), pointed at the one corpus of this run and at the previous stage's encoder. A
+finished stage is never rerun; a killed one resumes inside its package (iv2-train's exact resume). The report
+(``report.json``, plots, ``report.md``) is rebuilt from the recorded stages at the end of every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from iv2.demo.settings import CORPUS_FORMAT, HELD_OUT, DemoSettings, write_json
+
+log = logging.getLogger("iv2.demo")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # folder under the output and key in report.json
+    title: str  # what the progress line and the report call it
+    package: str
+    run: Callable[[DemoSettings, dict[str, dict[str, Any]]], dict[str, Any]]  # (settings, finished) -> record
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def set_seeds(config: Any, seed: int) -> None:
+    """Every ``seed`` field of a (nested) stage config: the corpus reads, teachers, caches, training."""
+    if not dataclasses.is_dataclass(config):
+        return
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if field.name == "seed" and isinstance(value, int):
+            setattr(config, field.name, seed)
+        elif dataclasses.is_dataclass(value):
+            set_seeds(value, seed)
+
+
+def _floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _relative(path: Any, root: Path) -> str | None:
+    if path is None:
+        return None
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def corpus_dir(settings: DemoSettings) -> Path:
+    return settings.root / "corpus"
+
+
+def write_corpus(settings: DemoSettings) -> Path:
+    """The synthetic corpus all stages read: written once (files already there are kept, so an interrupted
+    write resumes; ``corpus.json`` comes last and marks it whole)."""
+    from iv2_data import write_corpus as write
+
+    root = corpus_dir(settings)
+    if not (root / "corpus.json").is_file():
+        write(root, settings.corpus_clips, seed=settings.seed, progress=True, **CORPUS_FORMAT)
+    return root
+
+
+# -------------------------------------------------------------------------------------------------- stages
+def _stage1(settings: DemoSettings, finished: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    import iv2_distill
+
+    cfg = iv2_distill.synthetic_config(settings.root / "stage1", corpus=corpus_dir(settings), quick=settings.quick)
+    set_seeds(cfg, settings.seed)
+    result = iv2_distill.train(cfg)
+    return {"metrics": _floats(result.metrics), "encoder_dir": _relative(result.encoder_dir, settings.root),
+            "teachers": result.teachers}
+
+
+def _align(settings: DemoSettings, name: str, vision_init: str | None) -> dict[str, Any]:
+    import iv2_align
+
+    init = str(settings.root / vision_init) if vision_init else None
+    cfg = iv2_align.synthetic_config(settings.root / name, corpus=corpus_dir(settings), vision_init=init,
+                                     quick=settings.quick)
+    set_seeds(cfg, settings.seed)
+    result = iv2_align.train(cfg)
+    return {"metrics": _floats(result.metrics), "encoder_dir": _relative(result.encoder_dir, settings.root),
+            "vision_init": vision_init}
+
+
+def _stage2(settings: DemoSettings, finished: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return _align(settings, "stage2", finished["stage1"]["encoder_dir"])
+
+
+def _stage2_random(settings: DemoSettings, finished: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return _align(settings, "stage2_random", None)
+
+
+def _stage3(settings: DemoSettings, finished: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    import iv2_chat
+
+    init = settings.root / finished["stage2"]["encoder_dir"]
+    cfg = iv2_chat.synthetic_config(settings.root / "stage3", corpus=corpus_dir(settings), vision_init=str(init),
+                                    quick=settings.quick)
+    set_seeds(cfg, settings.seed)
+    result = iv2_chat.train(cfg)
+    return {"metrics": _floats(result.metrics), "vision_init": finished["stage2"]["encoder_dir"]}
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("stage1", "stage 1: distil two frozen teachers into a video encoder", "iv2-distill", _stage1),
+    Stage("stage2", "stage 2: align video, audio and text (from the stage-1 encoder)", "iv2-align", _stage2),
+    Stage("stage2_random", "stage 2 ablation: the same alignment from a random encoder", "iv2-align",
+          _stage2_random),
+    Stage("stage3", "stage 3: QFormer + LoRA on a small LLM, video chat and MC-QA", "iv2-chat", _stage3),
+)
+
+
+def stage_record_path(settings: DemoSettings, name: str) -> Path:
+    return settings.root / "stages" / f"{name}.json"
+
+
+def finished_stages(settings: DemoSettings) -> dict[str, dict[str, Any]]:
+    """The stages recorded as finished in this output folder."""
+    out = {}
+    for stage in STAGES:
+        path = stage_record_path(settings, stage.name)
+        if path.is_file():
+            out[stage.name] = json.loads(path.read_text())
+    return out
+
+
+class StageInterrupted(KeyboardInterrupt):
+    def __init__(self, done: str) -> None:
+        super().__init__(done)
+        self.done = done
+
+
+# --------------------------------------------------------------------------------------------------- run
+def run_demo(settings: DemoSettings, *, stages: tuple[str, ...] | None = None, echo: Callable[[str], None] | None = None
+             ) -> dict[str, Any]:
+    """Run the demo's stages that are not finished yet, then write the report; returns ``report.json``'s
+    content. ``stages``: only these (and what they need), e.g. ``("stage1",)``; the report covers what is
+    finished."""
+    from iv2.demo.report import write_report
+
+    echo = echo or (lambda line: print(line, flush=True))
+    if settings.threads:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+    settings.claim()
+    t0 = time.monotonic()
+    echo(f"iv2 demo: {'quick, ' if settings.quick else ''}seed {settings.seed}, output {settings.root}")
+    echo(f"[corpus] the synthetic corpus: {settings.corpus_clips} clips of {CORPUS_FORMAT['num_frames']} frames at "
+         f"{CORPUS_FORMAT['size']} px, the last {HELD_OUT} held out in every stage")
+    start = time.monotonic()
+    write_corpus(settings)
+    corpus_seconds = time.monotonic() - start
+    finished = finished_stages(settings)
+    wanted = _with_needs(stages) if stages else [s.name for s in STAGES]
+    for number, stage in enumerate(STAGES, 1):
+        if stage.name not in wanted:
+            continue
+        if stage.name in finished:
+            echo(f"[{number}/{len(STAGES)}] {stage.title}: finished earlier ({finished[stage.name]['seconds']:.0f} s)")
+            continue
+        echo(f"[{number}/{len(STAGES)}] {stage.title} ({stage.package})")
+        start = time.monotonic()
+        try:
+            record = stage.run(settings, finished)
+        except KeyboardInterrupt:
+            raise StageInterrupted(f"{len(finished)} of {len(STAGES)} stages done") from None
+        record["seconds"] = time.monotonic() - start
+        record["threads"] = _threads()
+        write_json(stage_record_path(settings, stage.name), record)
+        finished[stage.name] = record
+        echo(f"[{number}/{len(STAGES)}] done in {record['seconds']:.0f} s")
+    log.info("demo stages took %.0f s", time.monotonic() - t0)
+    return write_report(settings, finished, corpus_seconds=corpus_seconds, echo=echo)
+
+
+def _with_needs(stages: tuple[str, ...]) -> list[str]:
+    needs = {"stage2": ["stage1"], "stage3": ["stage1", "stage2"], "stage2_random": []}
+    names = {s.name for s in STAGES}
+    unknown = sorted(set(stages) - names)
+    if unknown:
+        raise ValueError(f"unknown demo stages {unknown}; the stages are {[s.name for s in STAGES]}")
+    out = set(stages)
+    for name in stages:
+        out.update(needs.get(name, []))
+    return [s.name for s in STAGES if s.name in out]
+
+
+def _threads() -> int:
+    if "torch" in sys.modules:
+        return int(sys.modules["torch"].get_num_threads())
+    return os.cpu_count() or 1

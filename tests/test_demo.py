@@ -1,0 +1,205 @@
+"""``iv2 demo``: the stage chaining, resume, settings checks and the report, on stand-in stages (seconds), and
+the real three stages end to end with ``--quick`` (each beats chance by a clear margin)."""
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from iv2.demo import pipeline
+from iv2.demo.cli import main
+from iv2.demo.pipeline import Stage, set_seeds
+from iv2.demo.settings import DemoSettings
+
+DESIGN_KEYS = {"stage1": {"loss_first", "loss_last"}, "stage2": {"t2v_r1", "v2t_r1", "chance_r1"},
+               "stage3": {"mcqa_accuracy", "chance"}}
+
+
+def _fake_run(name, metrics, calls, *, interrupt=None):
+    """A stand-in stage: logs a loss curve like iv2-train (metrics.jsonl under its folder) and returns metrics."""
+
+    def run(settings, finished):
+        calls.append(name)
+        if interrupt is not None and interrupt(name):
+            raise KeyboardInterrupt
+        run_dir = settings.root / name / "run"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "metrics.jsonl", "w") as f:
+            for step in range(1, 6):
+                f.write(json.dumps({"step": step, "loss": 4.0 / step, "lr": 1e-3}) + "\n")
+            f.write(json.dumps({"step": 5, "eval/t2v_r1": 0.5}) + "\n")
+        return {"metrics": dict(metrics), "encoder_dir": f"{name}/encoder"}
+
+    return run
+
+
+STAND_IN_METRICS = {
+    "stage1": {"loss_first": 4.0, "loss_last": 0.8, "knn_top1_colour": 0.9, "random_knn_top1_colour": 0.2,
+               "chance_colour": 1 / 6},
+    "stage2": {"t2v_r1": 0.4, "v2t_r1": 0.35, "chance_r1": 1 / 64, "t2a_r1": 0.2, "a2t_r1": 0.25},
+    "stage2_random": {"t2v_r1": 0.1, "v2t_r1": 0.12, "chance_r1": 1 / 64},
+    "stage3": {"mcqa_accuracy": 0.7, "chance": 0.25, "mcqa_accuracy_motion": 0.4, "mcqa_accuracy_colour": 0.9,
+               "mcqa_accuracy_count": 0.6, "mcqa_accuracy_identity": 0.9},
+}
+
+
+@pytest.fixture
+def stand_ins(monkeypatch):
+    """Replace the stages and the corpus writer (the real ones are the end-to-end test's)."""
+    calls = []
+    state = {"interrupt": None}
+    stages = tuple(Stage(s.name, s.title, s.package,
+                         _fake_run(s.name, STAND_IN_METRICS[s.name], calls,
+                                   interrupt=lambda n: state["interrupt"] == n))
+                   for s in pipeline.STAGES)
+    monkeypatch.setattr(pipeline, "STAGES", stages)
+
+    def fake_corpus(settings):
+        root = pipeline.corpus_dir(settings)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "corpus.json").write_text("{}")
+        return root
+
+    monkeypatch.setattr(pipeline, "write_corpus", fake_corpus)
+    return calls, state
+
+
+def test_report_has_the_design_keys_plots_and_markdown(tmp_path, stand_ins, capsys):
+    calls, _ = stand_ins
+    out = tmp_path / "demo"
+    assert main(["--output", str(out), "--quick"]) == 0
+    assert calls == ["stage1", "stage2", "stage2_random", "stage3"]
+    report = json.loads((out / "report.json").read_text())
+    for stage, keys in DESIGN_KEYS.items():
+        assert keys <= set(report[stage]), (stage, report[stage])
+        assert report[stage]["seconds"] >= 0
+    assert isinstance(report["seconds"], float)
+    assert report["stage2"]["t2v_r1"] == pytest.approx(0.4)
+    assert report["ablation"]["t2v_r1"] == {"stage1_init": pytest.approx(0.4), "random_init": pytest.approx(0.1)}
+    # the targets are judged from the numbers: 0.8 < 4/2, 0.4 >= 5/64, 0.7 >= 0.6, motion 0.4 > 0.25
+    assert {k: v["met"] for k, v in report["targets"].items() if k != "total_seconds"} == {
+        "stage1_loss_halved": True, "stage2_t2v_r1": True, "stage3_mcqa": True, "stage3_motion": True}
+    # plots: the summary, a loss figure per stage, every curve of every run (loss and the eval metric)
+    for name in ("summary", "stage1_loss", "stage2_loss", "stage3_loss"):
+        path = out / report["plots"][name]
+        assert path.is_file() and path.read_bytes()[:4] == b"\x89PNG", name
+    assert (out / "plots" / "curves" / "stage2_random" / "run" / "loss.png").is_file()
+    assert (out / "plots" / "curves" / "stage1" / "run" / "eval_t2v_r1.png").is_file()
+    markdown = (out / "report.md").read_text()
+    assert "![summary](plots/summary.png)" in markdown and "MC-QA motion" in markdown
+    printed = capsys.readouterr().out
+    assert "t2v R@1" not in printed or "text → video R@1" in printed
+    assert "40.0%" in printed and "MC-QA accuracy" in printed and "✓" in printed
+
+
+def test_a_target_that_is_missed_is_reported_not_hidden(tmp_path, stand_ins, monkeypatch):
+    monkeypatch.setitem(STAND_IN_METRICS["stage3"], "mcqa_accuracy_motion", 0.2)
+    monkeypatch.setitem(STAND_IN_METRICS["stage1"], "loss_last", 3.0)
+    calls, _ = stand_ins
+    # the fixture's closures read the dict at call time
+    assert main(["--output", str(tmp_path), "--quick"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["targets"]["stage3_motion"]["met"] is False
+    assert report["targets"]["stage1_loss_halved"]["met"] is False
+    assert "**not met**" in (tmp_path / "report.md").read_text()
+
+
+def test_an_interrupted_demo_resumes_from_the_last_finished_stage(tmp_path, stand_ins, capsys):
+    calls, state = stand_ins
+    state["interrupt"] = "stage2_random"
+    assert main(["--output", str(tmp_path), "--quick"]) == 130
+    assert "interrupted, 2 of 4 stages done" in capsys.readouterr().err
+    assert not (tmp_path / "report.json").exists()
+    assert sorted(p.stem for p in (tmp_path / "stages").glob("*.json")) == ["stage1", "stage2"]
+    state["interrupt"] = None
+    calls.clear()
+    assert main(["--output", str(tmp_path), "--quick"]) == 0
+    assert calls == ["stage2_random", "stage3"]  # the finished stages are not run again
+    assert "finished earlier" in capsys.readouterr().out
+    # a third run trains nothing and writes the same numbers
+    calls.clear()
+    before = json.loads((tmp_path / "report.json").read_text())
+    assert main(["--output", str(tmp_path), "--quick"]) == 0
+    assert calls == []
+    after = json.loads((tmp_path / "report.json").read_text())
+    assert {k: after[k] for k in DESIGN_KEYS} == {k: before[k] for k in DESIGN_KEYS}
+
+
+def test_other_settings_in_the_same_folder_are_refused_not_mixed(tmp_path, stand_ins, capsys):
+    calls, _ = stand_ins
+    assert main(["--output", str(tmp_path), "--quick", "--stages", "stage1"]) == 0
+    assert calls == ["stage1"]
+    assert main(["--output", str(tmp_path), "--quick", "--seed", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "seed=0 there, 3 now" in err and "--fresh" in err and str(tmp_path) in err
+    assert calls == ["stage1"]
+    # --fresh starts over with the new settings
+    assert main(["--output", str(tmp_path), "--quick", "--seed", "3", "--fresh", "--stages", "stage1"]) == 0
+    assert json.loads((tmp_path / "demo.json").read_text())["seed"] == 3
+    assert calls == ["stage1", "stage1"]
+
+
+def test_fresh_refuses_a_folder_that_is_not_a_demo_run(tmp_path, stand_ins, capsys):
+    (tmp_path / "precious.txt").write_text("keep me")
+    assert main(["--output", str(tmp_path), "--fresh"]) == 2
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+    assert "no demo.json" in capsys.readouterr().err
+
+
+def test_stages_option_runs_what_a_stage_needs(tmp_path, stand_ins):
+    calls, _ = stand_ins
+    assert main(["--output", str(tmp_path), "--quick", "--stages", "stage3"]) == 0
+    assert calls == ["stage1", "stage2", "stage3"]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert "stage2_random" not in report and "ablation" not in report and "total_seconds" not in report["targets"]
+
+
+def test_set_seeds_reaches_every_nested_seed():
+    @dataclass
+    class Inner:
+        seed: int = 1
+        other: int = 1
+
+    @dataclass
+    class Outer:
+        seed: int = 1
+        inner: Inner = field(default_factory=Inner)
+        parts: dict = field(default_factory=lambda: {"seed": 1})
+
+    cfg = Outer()
+    set_seeds(cfg, 7)
+    assert (cfg.seed, cfg.inner.seed, cfg.inner.other) == (7, 7, 1)
+
+
+def test_help_is_fast_and_names_the_command(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: iv2 demo") and "(default: runs/demo)" in text and "(default: 0)" in text
+
+
+# ------------------------------------------------------------------------------------------ the real thing
+@pytest.mark.slow
+def test_quick_demo_end_to_end_every_stage_beats_chance(tmp_path, capsys):
+    """The real stages at the quick size (the same code path as the default demo)."""
+    out = tmp_path / "demo"
+    assert main(["--output", str(out), "--quick", "--threads", str(min(2, os.cpu_count() or 1))]) == 0
+    report = json.loads((out / "report.json").read_text())
+    s1, s2, s2r, s3 = report["stage1"], report["stage2"], report["stage2_random"], report["stage3"]
+    # stage 1: the distillation loss falls and the features know the colour far above chance and a random encoder
+    assert s1["loss_last"] < 0.75 * s1["loss_first"]
+    assert s1["knn_top1_colour"] > 2 * s1["chance_colour"]
+    assert s1["knn_top1_colour"] > s1["random_knn_top1_colour"] + 0.1
+    # stage 2: held-out text-to-video and video-to-text retrieval well above chance (1 / held-out clips)
+    assert s2["chance_r1"] == pytest.approx(1 / 64, rel=0.5)
+    assert s2["t2v_r1"] >= 3 * s2["chance_r1"] and s2["v2t_r1"] >= 3 * s2["chance_r1"]
+    assert math.isfinite(s2r["t2v_r1"])
+    # stage 3: held-out multiple-choice QA clearly above the 25% of guessing
+    assert s3["chance"] == pytest.approx(0.25)
+    assert s3["mcqa_accuracy"] >= 0.35
+    assert (out / "report.md").is_file() and (out / "plots" / "summary.png").is_file()
+    assert report["seconds"] > 0
