@@ -3,6 +3,7 @@ loss and metric curve, a one-page ``report.md`` embedding them, and the summary 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -99,10 +100,8 @@ def describe(finished: dict[str, dict[str, Any]]) -> dict[str, str]:
 def _versions() -> dict[str, str]:
     out = {}
     for name in ("iv2-suite", "iv2-data", "iv2-encoders", "iv2-train", "iv2-distill", "iv2-align", "iv2-chat", "torch"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return out
 
 
@@ -132,6 +131,7 @@ def write_plots(settings: DemoSettings, finished: dict[str, dict[str, Any]], rep
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from iv2_train import plot_metrics
 
     root = settings.root
@@ -277,7 +277,7 @@ def print_summary(report: dict[str, Any], echo: Callable[[str], None]) -> None:
     console = Console(width=110, record=True, force_terminal=False)
     with console.capture() as capture:
         console.print(table)
-        for name, check in report["targets"].items():
+        for check in report["targets"].values():
             console.print(f"{'✓' if check['met'] else '✗'} {check['rule']}: {check['value']:.4g} "
                           f"(goal {check['goal']:.4g})")
     echo(capture.get().rstrip())
