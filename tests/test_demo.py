@@ -171,6 +171,19 @@ def test_set_seeds_reaches_every_nested_seed():
     assert (cfg.seed, cfg.inner.seed, cfg.inner.other) == (7, 7, 1)
 
 
+def test_align_percentages_become_fractions_like_the_other_stages():
+    from iv2.demo.pipeline import _retrieval_fractions
+
+    official = {"t2v_r1": 31.25, "v2t_r10": 90.0, "r_mean": 50.0, "dsl_t2v_r_mean": 40.0, "chance_r1": 1.5625,
+                "audio_chance_v2t_r1": 6.25, "a2t_r5": 25.0, "num_texts": 186.0, "loss_first": 3.6, "loss_last": 2.5}
+    out = _retrieval_fractions(official)
+    assert out["t2v_r1"] == pytest.approx(0.3125) and out["chance_r1"] == pytest.approx(1 / 64)
+    assert out["v2t_r10"] == pytest.approx(0.9) and out["r_mean"] == pytest.approx(0.5)
+    assert out["dsl_t2v_r_mean"] == pytest.approx(0.4) and out["audio_chance_v2t_r1"] == pytest.approx(0.0625)
+    assert out["a2t_r5"] == pytest.approx(0.25)
+    assert (out["num_texts"], out["loss_first"], out["loss_last"]) == (186.0, 3.6, 2.5)
+
+
 def test_help_is_fast_and_names_the_command(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])

@@ -49,6 +49,15 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def _retrieval_fractions(metrics: dict[str, float]) -> dict[str, float]:
+    """iv2-align reports retrieval the official way, in percent (R@1 = 31.2); the demo's report keeps every rate
+    as a fraction (as stages 1 and 3 do): recall and chance keys are divided by 100, the rest kept."""
+    import re
+
+    rate = re.compile(r"(^|_)(r\d+|r_mean|chance(_\w+)?)$")
+    return {k: v / 100 if rate.search(k) else v for k, v in metrics.items()}
+
+
 def _relative(path: Any, root: Path) -> str | None:
     if path is None:
         return None
@@ -93,8 +102,8 @@ def _align(settings: DemoSettings, name: str, vision_init: str | None) -> dict[s
                                      quick=settings.quick)
     set_seeds(cfg, settings.seed)
     result = iv2_align.train(cfg)
-    return {"metrics": _floats(result.metrics), "encoder_dir": _relative(result.encoder_dir, settings.root),
-            "vision_init": vision_init}
+    return {"metrics": _retrieval_fractions(_floats(result.metrics)),
+            "encoder_dir": _relative(result.encoder_dir, settings.root), "vision_init": vision_init}
 
 
 def _stage2(settings: DemoSettings, finished: dict[str, dict[str, Any]]) -> dict[str, Any]:

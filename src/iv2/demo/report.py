@@ -252,7 +252,7 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             continue
         for key, text in RETRIEVAL:
             if key in s2:
-                chance = s2.get("chance_r1") if key in ("t2v_r1", "v2t_r1") else s2.get(f"chance_{key}")
+                chance = s2.get("chance_r1") if key in ("t2v_r1", "v2t_r1") else s2.get("audio_chance_r1")
                 rows.append((label, text, pct(s2[key]), f"chance {pct(chance)}" if chance is not None else ""))
     s3 = report.get("stage3")
     if s3:
