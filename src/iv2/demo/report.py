@@ -211,12 +211,16 @@ def _summary_figure(plt: Any, root: Path, report: dict[str, Any]) -> Any:
     # stage 3: MC-QA accuracy per task
     ax = axes[2]
     s3 = report.get("stage3", {})
-    names = [t for t in TASKS if f"mcqa_accuracy_{t}" in s3]
-    values = [100 * s3[f"mcqa_accuracy_{t}"] for t in names]
-    if "mcqa_accuracy" in s3:
-        names.append("all")
-        values.append(100 * s3["mcqa_accuracy"])
-    ax.bar(range(len(names)), values, color="tab:green")
+    names = [t for t in TASKS if f"mcqa_accuracy_{t}" in s3] + (["all"] if "mcqa_accuracy" in s3 else [])
+    keys = [f"mcqa_accuracy_{t}" if t != "all" else "mcqa_accuracy" for t in names]
+    content = [k.replace("mcqa_accuracy", "mcqa_accuracy_content", 1) for k in keys]
+    both = all(k in s3 for k in content)
+    width = 0.38 if both else 0.8
+    ax.bar([i - (width / 2 if both else 0) for i in range(len(names))], [100 * s3[k] for k in keys], width,
+           color="tab:green", label="letter (official rule)")
+    if both:
+        ax.bar([i + width / 2 for i in range(len(names))], [100 * s3[k] for k in content], width,
+               color="tab:olive", label="option text")
     ax.axhline(100 * s3.get("chance", 0.25), color="k", ls="--", lw=1, label="chance")
     ax.set_xticks(range(len(names)), names)
     ax.set_ylim(0, 100)
@@ -258,10 +262,15 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     if s3:
         chance = pct(s3.get("chance", 0.25))
         if "mcqa_accuracy" in s3:
-            rows.append(("3 chat", "MC-QA accuracy", pct(s3["mcqa_accuracy"]), f"chance {chance}, target 60%"))
+            rows.append(("3 chat", "MC-QA accuracy (letter, official rule)", pct(s3["mcqa_accuracy"]),
+                         f"chance {chance}, target 60%"))
+        if "mcqa_accuracy_content" in s3:
+            rows.append(("3 chat", "MC-QA by option text", pct(s3["mcqa_accuracy_content"]), f"chance {chance}"))
         for task in TASKS:
             if f"mcqa_accuracy_{task}" in s3:
-                rows.append(("3 chat", f"MC-QA {task}", pct(s3[f"mcqa_accuracy_{task}"]), f"chance {chance}"))
+                content = s3.get(f"mcqa_accuracy_content_{task}")
+                text = "" if content is None else f" (option text {pct(content)})"
+                rows.append(("3 chat", f"MC-QA {task}", pct(s3[f"mcqa_accuracy_{task}"]) + text, f"chance {chance}"))
     return rows
 
 
