@@ -3,7 +3,6 @@ the real three stages end to end with ``--quick`` (each beats chance by a clear 
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 
 import pytest
@@ -197,7 +196,7 @@ def test_help_is_fast_and_names_the_command(capsys):
 def test_quick_demo_end_to_end_every_stage_beats_chance(tmp_path, capsys):
     """The real stages at the quick size (the same code path as the default demo)."""
     out = tmp_path / "demo"
-    assert main(["--output", str(out), "--quick", "--threads", str(min(2, os.cpu_count() or 1))]) == 0
+    assert main(["--output", str(out), "--quick"]) == 0
     report = json.loads((out / "report.json").read_text())
     s1, s2, s2r, s3 = report["stage1"], report["stage2"], report["stage2_random"], report["stage3"]
     # stage 1: the distillation loss falls and the features know the colour far above chance and a random encoder

@@ -29,8 +29,8 @@ def build_parser(prog: str = "iv2 demo") -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="the same path at a smaller size (about 2 minutes; what the tests run)")
     parser.add_argument("--seed", type=int, default=0, help="the corpus' and every stage's seed")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--threads", type=positive_int, default=1,
+                        help="torch intra-op threads (the tiny models gain nothing from more)")
     parser.add_argument("--stages", nargs="+", default=None, metavar="STAGE",
                         choices=("stage1", "stage2", "stage2_random", "stage3"),
                         help="run only these stages (and the ones they need); the report covers what is finished")

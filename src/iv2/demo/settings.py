@@ -24,12 +24,14 @@ class SettingsConflict(OutputConflict):
 class DemoSettings:
     """One demo run. ``output``: where everything goes (the corpus, each stage's run, plots, the report);
     ``quick``: the same path at a smaller size (≤ 2 min); ``seed``: the corpus and every stage's seed (a run is
-    deterministic for a seed); ``threads``: torch's intra-op threads (None: torch's default)."""
+    deterministic for a seed); ``threads``: torch's intra-op threads (None: torch's default; 1 by default: the
+    tiny models gain nothing from a second thread, and on a busy 2-core machine two threads cost the stages 5-7x
+    their CPU time waiting for each other, measured in iv2-align's and iv2-chat's READMEs)."""
 
     output: str = "runs/demo"
     quick: bool = False
     seed: int = 0
-    threads: int | None = None
+    threads: int | None = 1
 
     @property
     def root(self) -> Path:
