@@ -160,13 +160,22 @@ def run_demo(settings: DemoSettings, *, stages: tuple[str, ...] | None = None, e
     """Run the demo's stages that are not finished yet, then write the report; returns ``report.json``'s
     content. ``stages``: only these (and what they need), e.g. ``("stage1",)``; the report covers what is
     finished."""
+    echo = echo or (lambda line: print(line, flush=True))
+    if not settings.threads:
+        return _run(settings, stages, echo)
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    try:
+        return _run(settings, stages, echo)
+    finally:
+        torch.set_num_threads(before)  # the caller's process (a notebook, a test run) gets its setting back
+
+
+def _run(settings: DemoSettings, stages: tuple[str, ...] | None, echo: Callable[[str], None]) -> dict[str, Any]:
     from iv2.demo.report import write_report
 
-    echo = echo or (lambda line: print(line, flush=True))
-    if settings.threads:
-        import torch
-
-        torch.set_num_threads(settings.threads)
     settings.claim()
     t0 = time.monotonic()
     echo(f"iv2 demo: {'quick, ' if settings.quick else ''}seed {settings.seed}, output {settings.root}")
