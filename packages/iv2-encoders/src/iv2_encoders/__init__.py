@@ -20,6 +20,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import MODEL_CONFIGS, HubFile, PretrainedCfg, VideoEncoderConfig
+from .masking import random_mask, tube_mask
 from .model import AttentionPoolingHead, EncoderOutput, VideoEncoder
 from .pos_embed import interpolate_pos_embed, sincos_3d
 from .pretrained import get_pretrained_cfg, load_pretrained, save_pretrained
@@ -43,10 +44,12 @@ __all__ = [
     "load_checkpoint",
     "load_pretrained",
     "load_state_dict_checked",
+    "random_mask",
     "read_state_dict",
     "save_checkpoint",
     "save_pretrained",
     "sincos_3d",
+    "tube_mask",
 ]
 
 from importlib.metadata import version as _version
