@@ -10,7 +10,7 @@ from .beats import BEATs, convert_beats_state_dict, load_beats
 from .checkpoint import convert_official_state_dict, load_checkpoint
 from .clip import VideoCLIPConfig, VideoCLIPModel
 from .config import BEATS_ITER3, BERT_LARGE, STAGE2_CONFIGS, BEATsConfig, Stage2Config
-from .losses import hard_negative_weights, mask_tokens, mlm_loss, sample_hard_negatives, vtm_loss
+from .losses import hard_negative_weights, mask_tokens, mlm_loss, sample_hard_negatives, vtc_loss, vtm_loss
 from .model import Stage2Model, create_stage2_model, get_stage2_config, list_stage2_models
 from .retrieval import RetrievalResult, evaluate_retrieval, retrieval_metrics
 from .text import BertFusionEncoder, tokenize
@@ -45,6 +45,7 @@ __all__ = [
     "retrieval_metrics",
     "sample_hard_negatives",
     "tokenize",
+    "vtc_loss",
     "vtm_loss",
     "zero_shot_classify",
 ]
