@@ -325,22 +325,22 @@ def convert_beats_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str
     return out
 
 
-def load_beats(path: str | os.PathLike) -> BEATs:
-    """Build a :class:`BEATs` from an official BEATs checkpoint (``{"cfg": {...}, "model": state_dict}``,
-    e.g. ``BEATs_iter3_plus_AS2M.pt``), loaded with ``weights_only=True``; every key must match."""
+def read_beats_checkpoint(path: str | os.PathLike) -> tuple[BEATsConfig, dict[str, torch.Tensor]]:
+    """The cfg and the converted state dict of an official BEATs checkpoint (``{"cfg": {...}, "model": ...}``,
+    e.g. ``BEATs_iter3_plus_AS2M.pt``), read with ``weights_only=True``."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, Mapping) or "cfg" not in ckpt or "model" not in ckpt:
         keys = sorted(ckpt)[:10] if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise ValueError(f"{path}: not a BEATs checkpoint (expected keys 'cfg' and 'model', got {keys})")
-    model = BEATs(BEATsConfig(**ckpt["cfg"]))
-    state = convert_beats_state_dict(ckpt["model"])
-    own = model.state_dict()
-    for k, v in state.items():
-        if k in own and own[k].shape != v.shape:
-            raise ValueError(f"{path}: key {k!r} has shape {tuple(v.shape)}, the model built from its cfg "
-                             f"expects {tuple(own[k].shape)}")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: BEATs weights do not match its cfg: missing {sorted(missing)}, "
-                         f"unexpected {sorted(unexpected)}")
+    return BEATsConfig(**ckpt["cfg"]), convert_beats_state_dict(ckpt["model"])
+
+
+def load_beats(path: str | os.PathLike) -> BEATs:
+    """Build a :class:`BEATs` from an official BEATs checkpoint, checked by ``iv2_encoders.load_state_dict_checked``
+    (a key of another shape or a missing weight is an error naming it and the file)."""
+    from iv2_encoders import load_state_dict_checked
+
+    cfg, state = read_beats_checkpoint(path)
+    model = BEATs(cfg)
+    load_state_dict_checked(model, state, source=str(path))
     return model

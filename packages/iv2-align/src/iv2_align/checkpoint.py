@@ -86,6 +86,17 @@ def convert_official_state_dict(
     return out, sorted(dropped)
 
 
+def _materialize_token_type_ids(model: Stage2Model) -> None:
+    """BERT's ``token_type_ids`` is a non-persistent buffer (zeros), so no checkpoint holds it: a model built on
+    the meta device gets it here, after loading."""
+    embeddings = model.text_encoder.bert.embeddings
+    buffer = getattr(embeddings, "token_type_ids", None)
+    if buffer is not None and buffer.is_meta:
+        device = embeddings.word_embeddings.weight.device
+        embeddings.register_buffer("token_type_ids", torch.zeros(buffer.shape, dtype=buffer.dtype, device=device),
+                                   persistent=False)
+
+
 def load_checkpoint(
     model: Stage2Model,
     path: str | os.PathLike | Mapping[str, torch.Tensor],
@@ -119,6 +130,7 @@ def load_checkpoint(
     rest = {k: v for k, v in converted.items() if not k.startswith(_VISION)}
     result = load_state_dict_checked(model, rest, source=source, strict=strict, allow_missing=allowed)
     model.text_encoder.tie_weights()  # a meta model gets tensors assigned one by one
+    _materialize_token_type_ids(model)
     missing = sorted([_VISION + k for k in vision_result.missing]
                      + [k for k in result.missing if not k.startswith(_VISION) and k != _POSITION_IDS])
     dropped += [_VISION + k for k in vision_result.dropped] + result.dropped

@@ -111,12 +111,19 @@ def _draw_one(weights: torch.Tensor, same: torch.Tensor, generator: torch.Genera
 
 def sample_hard_negatives(
     media_feat: torch.Tensor, text_feat: torch.Tensor, idx: torch.Tensor | None, temp: torch.Tensor | float,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, *, hard: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(negative_media_per_text, negative_text_per_media)``, each ``(B,)`` indices into the batch, drawn
-    (in that order, as the official code) from :func:`hard_negative_weights`."""
-    weights_v2t, weights_t2v = hard_negative_weights(media_feat, text_feat, idx, temp)
+    (in that order, as the official code) from :func:`hard_negative_weights`; ``hard=False`` draws uniformly
+    among the negatives instead (the official ``vtm_hard_neg=False``, ``get_rand_indices``)."""
+    if hard:
+        weights_v2t, weights_t2v = hard_negative_weights(media_feat, text_feat, idx, temp)
+    else:
+        size = media_feat.shape[0]
+        weights_v2t = weights_t2v = torch.ones(size, size, device=media_feat.device)
     same = _same_index(idx, weights_v2t.shape[0], weights_v2t.device)
+    if not hard:
+        weights_v2t = weights_t2v = weights_v2t.masked_fill(same, 0)
     negative_media = _draw_one(weights_t2v, same, generator, "video")
     negative_text = _draw_one(weights_v2t, same, generator, "text")
     return negative_media, negative_text
@@ -134,6 +141,7 @@ def vtm_loss(
     *,
     head: str = "itm",
     generator: torch.Generator | None = None,
+    hard_negatives: bool = True,
 ) -> torch.Tensor:
     """Video(-audio)-text matching with hard negatives (local batch). The fusion layers score the ``3B`` pairs
     ``[(v, t), (v_neg, t), (v, t_neg)]`` with labels ``[1]*B + [0]*2B``; cross-entropy of ``head``'s logits.
@@ -146,7 +154,8 @@ def vtm_loss(
     if text_tokens.shape[0] != b or attention_mask.shape[0] != b:
         raise ValueError(f"media_tokens ({b}), text_tokens ({text_tokens.shape[0]}) and attention_mask "
                          f"({attention_mask.shape[0]}) must share the batch size")
-    negative_media, negative_text = sample_hard_negatives(media_feat, text_feat, idx, temp, generator)
+    negative_media, negative_text = sample_hard_negatives(media_feat, text_feat, idx, temp, generator,
+                                                          hard=hard_negatives)
     media_all = torch.cat([media_tokens, media_tokens[negative_media], media_tokens], dim=0)
     text_all = torch.cat([text_tokens, text_tokens, text_tokens[negative_text]], dim=0)
     mask_all = torch.cat([attention_mask, attention_mask, attention_mask[negative_text]], dim=0)

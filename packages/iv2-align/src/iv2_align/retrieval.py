@@ -26,7 +26,7 @@ from torch import nn
 
 from ._progress import progress_bar
 
-MEDIA_KINDS = ("video", "audio_video")
+MEDIA_KINDS = ("video", "audio", "audio_video")
 
 
 @dataclass
@@ -169,9 +169,22 @@ def encode_media(model: nn.Module, videos: torch.Tensor | Iterable[torch.Tensor]
                  batch_size: int = 32, keep_tokens: bool = True, progress: bool = False,
                  ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``(features, token_batches)``: L2-normalised media embeddings ``(N, D)`` and, for fusion models when
-    ``keep_tokens``, the fusion tokens of each batch (CPU; ``[audio, vision]`` for ``media="audio_video"``)."""
+    ``keep_tokens``, the fusion tokens of each batch (CPU; ``[audio, vision]`` for ``media="audio_video"``).
+    ``media="audio"``: ``videos`` holds the filter banks ``(N, frames, 64)``; features are ``audio_proj`` of the
+    pooled BEATs tokens, no tokens are kept (no released layout has an audio-text matching head)."""
     if media not in MEDIA_KINDS:
         raise ValueError(f"media must be one of {MEDIA_KINDS}, got {media!r}")
+    if media == "audio":
+        if fbank is not None:
+            raise ValueError("media='audio' takes the filter banks as its first argument, not fbank=")
+        if not hasattr(model, "encode_audio"):
+            raise ValueError("media='audio' needs a model with an audio encoder")
+        device = _device(model)
+        feats = [model.embed_audio(batch.to(device)).float().cpu()
+                 for batch in progress_bar(_batches(videos, batch_size, 3, "fbank"), progress, "audio")]
+        if not feats:
+            raise ValueError("the audio input is empty")
+        return torch.cat(feats), []
     if (media == "audio_video") != (fbank is not None):
         raise ValueError("media='audio_video' needs fbank (and fbank is only used with media='audio_video')")
     device = _device(model)
@@ -280,7 +293,7 @@ def evaluate_retrieval(
     model.eval()
     try:
         fusion = _is_fusion_model(model)
-        rerank = fusion and k_test > 0
+        rerank = fusion and k_test > 0 and media != "audio"
         text_feat, text_tokens = encode_texts(model, input_ids, attention_mask, batch_size=text_batch_size,
                                               keep_tokens=rerank, progress=progress)
         media_feat, media_tokens = encode_media(model, videos, fbank=fbank, media=media, batch_size=batch_size,

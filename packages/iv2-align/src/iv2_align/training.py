@@ -1,0 +1,305 @@
+"""Stage-2 training on iv2-train: ``train(cfg)`` runs the paper's schedule and exports the products.
+
+1. the tokenizer (``model.tokenizer``) and the data (``data``): one ``ResumableBatches`` per media source,
+   mixed one source per step by ``iv2_train.MetaLoader`` (the official MetaLoader);
+2. the model (``model``): a registered stage-2 size with overrides, its towers initialised from a stage-1
+   encoder (save_pretrained folder or official checkpoint; position table interpolated to this model's
+   frames), a pretrained BERT and a BEATs checkpoint, or a whole stage-2 checkpoint;
+3. the phases (``masked``, ``unmasked``): each an ``iv2_train.Trainer`` run in ``output_dir/<phase>`` with
+   its own steps, masks, frozen towers (``iv2_train.freeze``; frozen towers are left out of checkpoints, and
+   rebuilt identically on resume from the same initialisation or the previous phase's export) and lr; the
+   second phase starts from the first one's final weights. Killing a run and starting it again resumes the
+   phase it was in; a finished phase trains nothing;
+4. evaluation: held-out retrieval (``iv2_align.evaluate``) during each phase and after its last step;
+5. the products in ``output_dir/export``: ``stage2/`` (the whole model in the official key layout, config and
+   tokenizer: :func:`iv2_align.load_stage2`) and ``vision_encoder/`` (``iv2_encoders.save_pretrained``: the
+   next stage's input).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import BEATsConfig, Stage2Config
+from .data import (
+    annotation_splits,
+    broken_counts,
+    build_tokenizer,
+    media_geometry,
+    training_sources,
+)
+from .evaluate import RETRIEVAL_SETS, RetrievalSet, evaluate_sets, load_retrieval_set
+from .model import Stage2Model, get_stage2_config
+from .objective import Stage2Objective
+from .pretrained import Preprocessing, save_stage2
+from .train_config import SOURCE_KINDS, AlignConfig, DataSection, EvalSection, PhaseSection, phase_train_config
+
+log = logging.getLogger("iv2_align")
+
+EXPORT_DIR = "export"
+
+
+@dataclass
+class AlignResult:
+    """What :func:`train` returns. ``metrics``: the final held-out retrieval (flat, see
+    :mod:`iv2_align.evaluate`; empty without held-out data); ``phases``: each phase's ``iv2_train.TrainResult``;
+    ``model_dir`` / ``vision_encoder_dir``: the exports (on rank 0, None elsewhere)."""
+
+    output_dir: Path
+    phases: dict[str, Any]
+    metrics: dict[str, float]
+    metrics_path: Path | None
+    model_dir: Path | None
+    vision_encoder_dir: Path | None
+    broken_samples: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def train(self) -> Any:
+        """The last phase's ``TrainResult``."""
+        return list(self.phases.values())[-1]
+
+
+# --------------------------------------------------------------------------------------------------- model
+def _vision_init_config(path: str) -> Any:
+    """The architecture of a ``save_pretrained`` folder, or None for a checkpoint file."""
+    from iv2_encoders.pretrained import read_saved_config, saved_folder
+
+    folder = saved_folder(path)
+    return read_saved_config(folder)[0] if folder is not None else None
+
+
+def stage2_config(cfg: AlignConfig, vocab_size: int) -> Stage2Config:
+    """The model's :class:`Stage2Config`: the registered size, its vision tower's architecture taken from a
+    ``vision_init`` folder (frames, size and image-table rule stay this model's), ``model.*`` overrides, the BEATs
+    cfg of ``audio_init``, and the tokenizer's vocabulary size."""
+    base = get_stage2_config(cfg.model.name)
+    vision = base.vision
+    if cfg.model.vision_init:
+        saved = _vision_init_config(cfg.model.vision_init)
+        if saved is not None:
+            vision = saved.replace(num_frames=vision.num_frames, img_size=vision.img_size,
+                                   sep_image_video_pos_embed=vision.sep_image_video_pos_embed,
+                                   interpolate_pos_embed_at_runtime=False, grad_checkpointing=False)
+    vision = vision.replace(**cfg.model.vision)
+    text = {**(base.text if isinstance(base.text, dict) else base.text.to_diff_dict()), **cfg.model.text,
+            "vocab_size": vocab_size}
+    audio = base.audio
+    if cfg.model.audio_init:
+        from .beats import read_beats_checkpoint
+
+        audio = read_beats_checkpoint(cfg.model.audio_init)[0]
+    if cfg.model.audio:
+        if audio is None:
+            raise ValueError(f"model.audio overrides need an audio-visual model; {cfg.model.name} has no audio encoder")
+        audio = BEATsConfig(**{**audio.to_dict(), **cfg.model.audio})
+    pick = lambda own, default: own if own is not None else default
+    return Stage2Config(vision=vision, text=text, fusion_layer=pick(cfg.model.fusion_layer, base.fusion_layer),
+                        embed_dim=pick(cfg.model.embed_dim, base.embed_dim), audio=audio,
+                        av_concat_dim=pick(cfg.model.av_concat_dim, base.av_concat_dim) if audio else None,
+                        temp=pick(cfg.model.temp, base.temp))
+
+
+def load_vision_init(model: Stage2Model, path: str, num_frames: int | None = None) -> None:
+    """The stage-1 video encoder into ``model.vision_encoder``: a ``save_pretrained`` folder or any released
+    checkpoint layout (distillation heads dropped); the position table is interpolated from the file's frames.
+    Only the image position table may be missing (a stage-1 encoder has none; it keeps its sin-cos init)."""
+    from iv2_encoders import CheckpointError
+    from iv2_encoders import load_checkpoint as load_vision_checkpoint
+    from iv2_encoders.pretrained import WEIGHTS_FILE, saved_folder
+
+    folder = saved_folder(path)
+    if folder is not None and num_frames is None:
+        num_frames = _vision_init_config(path).num_frames
+    file = folder / WEIGHTS_FILE if folder is not None else path
+    result = load_vision_checkpoint(model.vision_encoder, file, num_frames=num_frames, strict=False)
+    fatal = [k for k in result.missing if k != "img_pos_embed"]
+    if fatal:
+        raise CheckpointError(f"{path}: the video encoder lacks {len(fatal)} weight(s) the model needs: {fatal[:8]}")
+    log.info("video encoder from %s (%d frames -> %d)%s", path, result.num_frames or -1,
+             model.cfg.vision.num_frames, f"; dropped {len(result.dropped)} keys" if result.dropped else "")
+
+
+def build_model(cfg: AlignConfig, model_cfg: Stage2Config, *, initialise: bool = True) -> Stage2Model:
+    """A fresh :class:`Stage2Model` (seed the RNG first: every rank and every resume must build the same
+    weights), initialised as ``model.*`` says when ``initialise``."""
+    from iv2_encoders import load_state_dict_checked
+
+    from .checkpoint import load_checkpoint
+
+    model = Stage2Model(model_cfg)
+    if initialise:
+        spec = cfg.model
+        if spec.init:
+            if spec.vision_init or spec.text_init or spec.audio_init:
+                raise ValueError("model.init gives every weight; leave model.vision_init/text_init/audio_init unset")
+            load_checkpoint(model, spec.init)
+        if spec.vision_init:
+            load_vision_init(model, spec.vision_init, spec.vision_init_num_frames)
+        if spec.text_init:
+            missing, _ = model.text_encoder.load_pretrained_bert(spec.text_init)
+            log.info("text encoder from %s; %d fresh tensors (cross-attention)", spec.text_init, len(missing))
+        if spec.audio_init:
+            from .beats import read_beats_checkpoint
+
+            load_state_dict_checked(model.audio_encoder, read_beats_checkpoint(spec.audio_init)[1],
+                                    source=spec.audio_init)
+    model.set_grad_checkpointing(cfg.model.grad_checkpointing)
+    return model
+
+
+def freeze_for_phase(model: Stage2Model, phase: PhaseSection) -> list[str]:
+    """Freeze the towers the phase freezes (``iv2_train.freeze``: no gradients, eval mode, left out of checkpoints
+    but kept in the export). Returns their names."""
+    from iv2_train import freeze
+
+    frozen = []
+    towers = {"vision_encoder": phase.freeze_vision, "text_encoder": phase.freeze_text,
+              "audio_encoder": phase.freeze_audio and model.cfg.is_audio_visual}
+    for name, wanted in towers.items():
+        if wanted:
+            freeze(getattr(model, name), checkpoint=False, export=True)
+            frozen.append(name)
+    return frozen
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+class HeldOutEvaluator:
+    """The Trainer's ``evaluate`` hook: held-out retrieval computed on rank 0 (sets read once, lazily) and
+    broadcast, so every rank returns the same numbers."""
+
+    def __init__(self, evaluation: EvalSection, data: DataSection, splits: Mapping[str, Any], tokenizer: Any, *,
+                 num_frames: int, size: int, max_text_length: int, audio_visual: bool) -> None:
+        self.evaluation, self.data, self.splits, self.tokenizer = evaluation, data, splits, tokenizer
+        self.num_frames, self.size, self.max_text_length = num_frames, size, max_text_length
+        names = ["video"] + (["audio", "audio_video"] if audio_visual and evaluation.audio else [])
+        self.names = [n for n in names if RETRIEVAL_SETS[n][0] in splits and splits[RETRIEVAL_SETS[n][0]].held_out]
+        self._sets: list[RetrievalSet] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+    def sets(self) -> list[RetrievalSet]:
+        if self._sets is None:
+            ev = self.evaluation
+            self._sets = [load_retrieval_set(name, self.splits[RETRIEVAL_SETS[name][0]],
+                                             self.splits[RETRIEVAL_SETS[name][0]].held_out, self.data,
+                                             self.tokenizer, num_frames=self.num_frames, size=self.size,
+                                             max_length=self.max_text_length, all_captions=ev.all_captions,
+                                             merge_duplicates=ev.merge_duplicate_captions)
+                          for name in self.names]
+        return self._sets
+
+    def __call__(self, trainer: Any) -> dict[str, float]:
+        from iv2_train import broadcast_object
+
+        metrics = None
+        if trainer.env.is_main:
+            metrics = evaluate_sets(trainer.module, self.sets(), k_test=self.evaluation.k_test,
+                                    batch_size=self.evaluation.batch_size, prepare=trainer.prepare_batch)
+        return broadcast_object(metrics)
+
+
+# -------------------------------------------------------------------------------------------------- train
+def _phase_objective(cfg: AlignConfig, phase: PhaseSection, tokenizer: Any) -> Stage2Objective:
+    return Stage2Objective.for_tokenizer(
+        tokenizer, weights=cfg.loss, video_mask_type=phase.video_mask_type, video_mask_ratio=phase.video_mask_ratio,
+        image_mask_type=phase.image_mask_type, image_mask_ratio=phase.image_mask_ratio)
+
+
+def train(cfg: AlignConfig) -> AlignResult:
+    """Run the stage-2 schedule of ``cfg`` (see the module docstring) and return :class:`AlignResult`.
+
+    Runs single-process, under ``torchrun --nproc-per-node N`` and under the DeepSpeed launcher
+    (``train.distributed.strategy=deepspeed``); the process group stays up afterwards (call
+    ``iv2_train.shutdown_distributed()`` at the very end)."""
+    from iv2_train import MetaLoader, Trainer, barrier, check_config, get_rank
+
+    check_config(cfg)
+    if not cfg.train.checkpoint.export_final:
+        raise ValueError("train.checkpoint.export_final must stay true: each phase starts from the previous one's "
+                         "export and the products are made from the last one")
+    root = Path(cfg.train.output_dir)
+    tokenizer = build_tokenizer(cfg.model.tokenizer, root / "tokenizer")
+    model_cfg = stage2_config(cfg, len(tokenizer))
+    num_frames, size = media_geometry(cfg.data, model_cfg.vision.num_frames, model_cfg.vision.img_size)
+    kinds = {SOURCE_KINDS[s] for s in cfg.data.sources} | {"video_text"}
+    if model_cfg.is_audio_visual and cfg.evaluation.audio:
+        kinds |= {"audio_text", "video_audio_text"}
+    splits = annotation_splits(cfg.data, sorted(kinds), required={SOURCE_KINDS[s] for s in cfg.data.sources})
+    evaluator = HeldOutEvaluator(cfg.evaluation, cfg.data, splits, tokenizer, num_frames=num_frames, size=size,
+                                 max_text_length=cfg.model.max_text_length, audio_visual=model_cfg.is_audio_visual)
+
+    results: dict[str, Any] = {}
+    previous: Path | None = None
+    broken: dict[str, int] = {}
+    for name, phase in cfg.phases():
+        torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank and on every resume
+        model = build_model(cfg, model_cfg, initialise=previous is None)
+        if previous is not None:
+            from .checkpoint import load_checkpoint
+
+            load_checkpoint(model, previous)
+        model.objective = _phase_objective(cfg, phase, tokenizer)
+        frozen = freeze_for_phase(model, phase)
+        sources = training_sources(cfg.data, splits, tokenizer, num_frames=num_frames, size=size,
+                                   max_text_length=cfg.model.max_text_length, seed=cfg.train.seed)
+        phase_cfg = phase_train_config(cfg, name, phase)
+        if get_rank() == 0:
+            log.info("phase %s: %d steps, video masks %s %.2f, frozen: %s", name, phase.steps, phase.video_mask_type,
+                     phase.video_mask_ratio, ", ".join(frozen) or "nothing")
+        trainer = Trainer(model, MetaLoader(sources, seed=cfg.train.seed), phase_cfg, run_config=cfg,
+                          evaluate=evaluator if evaluator else None)
+        results[name] = trainer.fit()
+        for source, count in broken_counts(sources).items():
+            broken[source] = broken.get(source, 0) + count
+        previous = Path(phase_cfg.output_dir) / "final" / "model.safetensors"
+
+    metrics = {k.removeprefix("eval/"): float(v) for k, v in results[name].eval_metrics.items() if k != "step"}
+    model_dir = vision_dir = metrics_path = None
+    if get_rank() == 0:
+        model_dir, vision_dir = export_products(cfg, model_cfg, tokenizer, previous, root / EXPORT_DIR,
+                                                Preprocessing(num_frames=num_frames, img_size=size,
+                                                              max_text_length=cfg.model.max_text_length,
+                                                              audio_seconds=cfg.data.audio_seconds))
+        metrics_path = root / "eval" / "retrieval.json"
+        _write_json(metrics_path, {"metrics": metrics, "broken_samples": broken,
+                                   "phases": {n: r.step for n, r in results.items()}})
+        if any(broken.values()):
+            log.warning("unreadable samples skipped during training: %s", broken)
+    barrier()
+    return AlignResult(root, results, metrics, metrics_path, model_dir, vision_dir, broken)
+
+
+def export_products(cfg: AlignConfig, model_cfg: Stage2Config, tokenizer: Any, weights: Path, directory: Path,
+                    preprocessing: Preprocessing) -> tuple[Path, Path]:
+    """``directory/stage2`` (the whole model, :func:`iv2_align.load_stage2`) and ``directory/vision_encoder``
+    (``iv2_encoders.save_pretrained``) from the last phase's final weights."""
+    from iv2_encoders import PretrainedCfg, save_pretrained
+
+    from .checkpoint import load_checkpoint
+
+    model = Stage2Model(model_cfg)
+    load_checkpoint(model, weights, num_frames=model_cfg.vision.num_frames)
+    model_dir = save_stage2(model, tokenizer, directory / "stage2", preprocessing, weights=weights)
+    model.vision_encoder.pretrained_cfg = PretrainedCfg(
+        num_frames=model_cfg.vision.num_frames, img_size=model_cfg.vision.img_size, resize="squash",
+        description=f"iv2-align stage 2 ({cfg.model.name}), trained in {cfg.train.output_dir}")
+    vision_dir = save_pretrained(model.vision_encoder, directory / "vision_encoder")
+    return model_dir, vision_dir
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    from iv2_data import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        json.dump(document, f, indent=2)
+        f.write("\n")
+
