@@ -299,7 +299,10 @@ def _run_embed(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # the DeepSpeed launcher adds --local_rank=N (the rank also comes from the environment, which is what counts)
+    words = [w for w in words if not w.startswith(("--local_rank", "--local-rank"))]
+    args = parser.parse_args(words)
     if args.command in ("eval", "embed") and args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     try:

@@ -23,6 +23,8 @@ from torch import nn
 
 from iv2_encoders import VideoEncoder, VideoEncoderConfig
 
+from .model import temperature_parameter
+
 TEXT_POOLING = ("last", "first")
 
 
@@ -94,7 +96,7 @@ class VideoCLIPModel(nn.Module):
         self.cfg = cfg
         self.vision_encoder = VideoEncoder(cfg.vision)
         self.text_encoder = CLIPTextTower(_text_model(cfg.text), cfg.vision.clip_embed_dim, cfg.text_pooling)
-        self.temp = nn.Parameter(torch.ones([]) * cfg.temp)
+        self.temp = temperature_parameter(self, cfg.temp)
 
     def forward(self, batch: Any) -> dict[str, torch.Tensor]:
         """The official CLIP post-pretraining loss, VTC only (``internvideo2_clip.py``): ``batch`` is

@@ -191,7 +191,7 @@ def train_clip(cfg: ClipTrainConfig) -> ClipTrainResult:
     from iv2_train import MetaLoader, Trainer, barrier, check_config, get_rank, read_safetensors
 
     from .data import annotation_splits, media_geometry, training_sources
-    from .training import HeldOutEvaluator
+    from .training import HeldOutEvaluator, latest_evaluation
 
     check_config(cfg)
     if cfg.stage2 and not Path(cfg.stage2).is_dir():
@@ -210,7 +210,8 @@ def train_clip(cfg: ClipTrainConfig) -> ClipTrainResult:
     trainer = Trainer(model, MetaLoader(sources, seed=cfg.train.seed), train_cfg, run_config=cfg,
                       evaluate=evaluator if evaluator else None)
     result = trainer.fit()
-    metrics = {k.removeprefix("eval/"): float(v) for k, v in result.eval_metrics.items() if k != "step"}
+    metrics = latest_evaluation(result.output_dir, result.step) or {
+        k.removeprefix("eval/"): float(v) for k, v in result.eval_metrics.items() if k != "step"}
     model_dir = vision_dir = None
     root = Path(cfg.train.output_dir)
     if get_rank() == 0 and result.final_weights is not None:

@@ -143,7 +143,8 @@ def annotation_splits(data: DataSection, kinds: Sequence[str], required: set[str
             if len(records) != clips:
                 raise ValueError(f"{path} has {len(records)} records for a corpus of {clips} clips")
             cut = clips - data.held_out
-            split.train, split.held_out = list(records[:cut]), list(records[cut:])
+            keep = cut if data.max_train_clips is None else min(cut, data.max_train_clips)
+            split.train, split.held_out = list(records[:keep]), list(records[cut:])
         splits[kind] = split
     return splits
 
@@ -271,7 +272,8 @@ def training_sources(data: DataSection, splits: Mapping[str, AnnotationSplit], t
     for number, name in enumerate(data.sources):
         split = splits[SOURCE_KINDS[name]]
         frames = 1 if name == "image" else num_frames
-        dataset = make_dataset(split, split.train, data, frames, size, train=True, cache=cache)
+        dataset = make_dataset(split, split.train, data, frames, size, train=True, cache=cache,
+                               caption_sampling=data.caption_sampling)
         sources[name] = ResumableBatches(dataset, data.batch_size[name], seed=seed * 1009 + number,
                                          collate_fn=collate_fn, num_workers=data.num_workers)
     return sources

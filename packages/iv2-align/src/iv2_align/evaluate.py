@@ -109,6 +109,17 @@ def flatten_metrics(result_metrics: Mapping[str, Mapping[str, float]], prefix: s
     return out
 
 
+HEADLINE_KEYS = ("t2v_r1", "t2v_r5", "t2v_r10", "v2t_r1", "v2t_r5", "v2t_r10", "r_mean", "sim_t2v_r1", "sim_v2t_r1",
+                 "chance_r1")
+
+
+def headline(metrics: dict[str, float]) -> dict[str, float]:
+    """The numbers worth a curve (training logs plot every logged key): per set, R@1/5/10 both ways, the mean,
+    the ITC R@1 and chance."""
+    prefixes = {prefix for _, _, prefix in RETRIEVAL_SETS.values()}
+    return {p + k: metrics[p + k] for p in sorted(prefixes) for k in HEADLINE_KEYS if p + k in metrics}
+
+
 @torch.no_grad()
 def evaluate_sets(model: nn.Module, sets: Sequence[RetrievalSet], *, k_test: int = 128, batch_size: int = 32,
                   prepare: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:

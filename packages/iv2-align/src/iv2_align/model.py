@@ -56,7 +56,7 @@ class Stage2Model(nn.Module):
             self.avtm_head = nn.Linear(hidden, 2)
         self.vision_proj = nn.Linear(cfg.vision.clip_embed_dim, cfg.embed_dim)
         self.text_proj = nn.Linear(hidden, cfg.embed_dim)
-        self.temp = nn.Parameter(torch.ones([]) * cfg.temp)
+        self.temp = temperature_parameter(self, cfg.temp)
         self.itm_head = nn.Linear(hidden, 2)
         # what forward() computes (losses, masks, MLM ids); a plain attribute, not part of the state dict
         self.objective = None
@@ -173,6 +173,26 @@ class Stage2Model(nn.Module):
     def _require_audio(self, what: str) -> None:
         if not self.cfg.is_audio_visual:
             raise ValueError(f"{what} needs the audio-visual model (Stage2Config.audio); this one is video-text")
+
+
+def temperature_parameter(module: nn.Module, value: float, name: str = "temp") -> nn.Parameter:
+    """The learnable temperature as a 1-element 1-D parameter, stored in state dicts as the official 0-dim
+    scalar (hooks reshape it both ways). DeepSpeed cannot broadcast or flatten 0-dim parameters (it views
+    each one as bytes), so a true scalar would keep the model off ZeRO."""
+
+    def to_scalar(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+        key = prefix + name
+        if key in state_dict and state_dict[key].dim() == 1:
+            state_dict[key] = state_dict[key].reshape(())
+
+    def from_scalar(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
+        key = prefix + name
+        if key in state_dict and state_dict[key].dim() == 0:
+            state_dict[key] = state_dict[key].reshape(1)
+
+    module.register_state_dict_post_hook(to_scalar)
+    module.register_load_state_dict_pre_hook(from_scalar)
+    return nn.Parameter(torch.full((1,), float(value)))
 
 
 def _no_grad_if_frozen(tower: nn.Module) -> contextlib.AbstractContextManager:

@@ -35,7 +35,7 @@ from .data import (
     media_geometry,
     training_sources,
 )
-from .evaluate import RETRIEVAL_SETS, RetrievalSet, evaluate_sets, load_retrieval_set
+from .evaluate import RETRIEVAL_SETS, RetrievalSet, evaluate_sets, headline, load_retrieval_set
 from .model import Stage2Model, get_stage2_config
 from .objective import Stage2Objective
 from .pretrained import Preprocessing, save_stage2
@@ -197,13 +197,25 @@ class HeldOutEvaluator:
         return self._sets
 
     def __call__(self, trainer: Any) -> dict[str, float]:
+        """Every number goes to ``<run>/eval/retrieval_step_N.json``; the headline ones are returned (logged and
+        plotted by the Trainer)."""
         from iv2_train import broadcast_object
 
         metrics = None
         if trainer.env.is_main:
             metrics = evaluate_sets(trainer.module, self.sets(), k_test=self.evaluation.k_test,
                                     batch_size=self.evaluation.batch_size, prepare=trainer.prepare_batch)
+            _write_json(trainer.output_dir / "eval" / f"retrieval_step_{trainer.step:06d}.json",
+                        {"step": trainer.step, "metrics": metrics})
+            metrics = headline(metrics)
         return broadcast_object(metrics)
+
+
+def latest_evaluation(run_dir: Path, step: int) -> dict[str, float]:
+    """Every number of the held-out evaluation of a phase run at ``step`` (``{}`` if there is none: a file of
+    another step is another run's, never reported for this one)."""
+    path = run_dir / "eval" / f"retrieval_step_{step:06d}.json"
+    return json.loads(path.read_text(encoding="utf-8"))["metrics"] if path.is_file() else {}
 
 
 # -------------------------------------------------------------------------------------------------- train
@@ -261,7 +273,8 @@ def train(cfg: AlignConfig) -> AlignResult:
             broken[source] = broken.get(source, 0) + count
         previous = Path(phase_cfg.output_dir) / "final" / "model.safetensors"
 
-    metrics = {k.removeprefix("eval/"): float(v) for k, v in results[name].eval_metrics.items() if k != "step"}
+    metrics = latest_evaluation(results[name].output_dir, results[name].step) or {
+        k.removeprefix("eval/"): float(v) for k, v in results[name].eval_metrics.items() if k != "step"}
     model_dir = vision_dir = metrics_path = None
     if get_rank() == 0:
         model_dir, vision_dir = export_products(cfg, model_cfg, tokenizer, previous, root / EXPORT_DIR,
@@ -285,9 +298,9 @@ def export_products(cfg: AlignConfig, model_cfg: Stage2Config, tokenizer: Any, w
 
     from .checkpoint import load_checkpoint
 
-    model = Stage2Model(model_cfg)
+    model = Stage2Model(model_cfg)  # float32: a bf16 run's export is widened here, once
     load_checkpoint(model, weights, num_frames=model_cfg.vision.num_frames)
-    model_dir = save_stage2(model, tokenizer, directory / "stage2", preprocessing, weights=weights)
+    model_dir = save_stage2(model, tokenizer, directory / "stage2", preprocessing)
     model.vision_encoder.pretrained_cfg = PretrainedCfg(
         num_frames=model_cfg.vision.num_frames, img_size=model_cfg.vision.img_size, resize="squash",
         description=f"iv2-align stage 2 ({cfg.model.name}), trained in {cfg.train.output_dir}")
