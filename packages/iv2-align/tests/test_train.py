@@ -37,23 +37,49 @@ def _losses(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
 
 
-def test_quick_flavor_learns_retrieval(tmp_path):
-    """The quick flavor's real path (corpus files, MetaLoader over image/video/audio-video, masked then unmasked,
-    ITM re-ranking) ends well above chance on held-out clips."""
+def test_quick_synthetic_config_learns_retrieval(tmp_path):
+    """The demo's call (``synthetic_config(root, corpus=..., quick=True)`` on the demo's 256-clip corpus, then
+    ``train``): the real path (corpus files, MetaLoader over image/video/audio-video, masked then unmasked, ITM
+    re-ranking) ends well above chance on the 64 held-out clips, with the demo's metric names; a rerun returns
+    the finished result without training."""
+    from iv2_align import synthetic_config
     from iv2_data import write_corpus
 
     corpus = tmp_path / "corpus"
-    write_corpus(corpus, 256, num_frames=8, size=64)
-    cfg = load_align_config("tiny-synthetic-quick", _overrides(corpus, tmp_path / "run"))
+    write_corpus(corpus, 256, num_frames=8, size=64, fps=8, seed=0)
+    cfg = synthetic_config(tmp_path / "demo", corpus=corpus, quick=True)
+    cfg.train.logging.progress, cfg.train.logging.plots = "none", False
+    assert cfg.train.output_dir == str(tmp_path / "demo" / "stage2-random-quick") and cfg.model.vision_init is None
     result = train(cfg)
     m = result.metrics
     assert 1.5 < m["chance_r1"] < 1.7, m  # 1/64, a little more where held-out clips share a caption
-    assert max(m["t2v_r1"], m["sim_t2v_r1"]) >= 3 * m["chance_r1"], m
+    assert m["t2v_r1"] >= 3 * m["chance_r1"] and m["v2t_r1"] >= 3 * m["chance_r1"], m
     assert m["t2v_r5"] >= 2 * 5 * m["chance_r1"], m
+    assert m["a2t_r1"] == m["audio_v2t_r1"] and m["t2a_r1"] == m["audio_t2v_r1"] and "a2t_r5" in m, m
+    assert m["loss_last"] < m["loss_first"], m
+    assert json.loads(json.dumps(m)) == m and all(isinstance(v, float) for v in m.values())
     assert set(result.phases) == {"masked", "unmasked"}
-    assert (result.model_dir / "model.safetensors").is_file() and (result.vision_encoder_dir / "config.json").is_file()
-    saved = json.loads((tmp_path / "run" / "eval" / "retrieval.json").read_text())
+    assert all(path.is_file() for path in result.metrics_files.values())
+    assert (result.model_dir / "model.safetensors").is_file() and (result.encoder_dir / "config.json").is_file()
+    saved = json.loads((Path(cfg.train.output_dir) / "eval" / "retrieval.json").read_text())
     assert saved["metrics"] == m and saved["phases"] == {"masked": 100, "unmasked": 30}
+    again = train(cfg)
+    assert again.train.history == [] and again.metrics == m
+
+
+def test_a_run_folder_of_another_recipe_is_refused(tmp_path):
+    from iv2_align import synthetic_config
+    from iv2_align.training import check_same_run
+    from iv2_train import ConfigError
+
+    cfg = synthetic_config(tmp_path, corpus=tmp_path / "corpus", quick=True)
+    check_same_run(cfg, tmp_path / "run")
+    cfg.train.logging.progress = "none"  # runtime settings may change on resume
+    check_same_run(cfg, tmp_path / "run")
+    other = synthetic_config(tmp_path, corpus=tmp_path / "corpus", vision_init=tmp_path / "stage1", quick=True)
+    assert other.train.output_dir != cfg.train.output_dir  # the demo's two runs in one root never meet
+    with pytest.raises(ConfigError, match="model.vision_init"):
+        check_same_run(other, tmp_path / "run")
 
 
 def test_resume_is_exact_and_a_finished_run_trains_nothing(corpus, tmp_path, monkeypatch):

@@ -5,6 +5,7 @@
 >>> tokens, pooled = model.encode_video(video)            # video: (B, 3, T, H, W)
 >>> text_tokens, cls = model.encode_text(*tokenize(tokenizer, captions, 32))
 >>> result = train(load_align_config("tiny-synthetic"))   # the stage-2 schedule; result.metrics, result.model_dir
+>>> result = train(synthetic_config("runs/demo", vision_init="runs/demo/stage1/export"))  # result.encoder_dir
 
 The names below are imported on first use (PEP 562), so that ``import iv2_align`` and ``iv2-align --help`` do
 not load torch or transformers.
@@ -85,6 +86,7 @@ _EXPORTS: dict[str, str] = {
     "ALIGN_FLAVORS": "train_config",
     "AlignConfig": "train_config",
     "load_align_config": "train_config",
+    "synthetic_config": "train_config",
     # training
     "AlignResult": "training",
     "train": "training",
@@ -126,6 +128,6 @@ if TYPE_CHECKING:  # what static analysis and IDEs see; the table above is what 
     from .pretrained import Preprocessing, Stage2Bundle, load_stage2, save_stage2  # noqa: F401
     from .retrieval import RetrievalResult, evaluate_retrieval, retrieval_metrics  # noqa: F401
     from .text import BertFusionEncoder, tokenize  # noqa: F401
-    from .train_config import ALIGN_FLAVORS, AlignConfig, load_align_config  # noqa: F401
+    from .train_config import ALIGN_FLAVORS, AlignConfig, load_align_config, synthetic_config  # noqa: F401
     from .training import AlignResult, train  # noqa: F401
     from .zero_shot import KINETICS_TEMPLATES, ZeroShotResult, class_prompts, zero_shot_classify  # noqa: F401

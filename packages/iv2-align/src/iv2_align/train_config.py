@@ -170,6 +170,9 @@ class AlignConfig:
         steps=0, video_mask_type="none", image_mask_type="none", freeze_vision=True))
     evaluation: EvalSection = field(default_factory=EvalSection)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/align"))
+    # torch intra-op threads while train() runs (None: torch's default). The tiny flavors use 1: their matrices
+    # are too small to share, and on a loaded 2-core machine two OpenMP threads cost 5x the CPU time (README)
+    threads: int | None = None
 
     def phases(self) -> list[tuple[str, PhaseSection]]:
         """The phases that run, in order."""
@@ -177,6 +180,8 @@ class AlignConfig:
                 if phase.steps > 0]
 
     def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 (or null for torch's default), got {self.threads}")
         if not self.phases():
             raise ValueError("masked.steps and unmasked.steps are both 0: nothing to train")
         for source in self.data.sources:
@@ -226,6 +231,7 @@ def _tiny_synthetic(quick: bool = False) -> AlignConfig:
             logging=LoggingConfig(every_steps=10, progress="tqdm", tensorboard=False, plots=not quick),
             evaluation=EvaluationConfig(every_steps=0 if quick else 200),
         ),
+        threads=1,
     )
 
 
@@ -279,6 +285,25 @@ ALIGN_FLAVORS: dict[str, Callable[[], AlignConfig]] = {
 def load_align_config(source: str | Path | None = "tiny-synthetic", overrides: Sequence[str] = ()) -> AlignConfig:
     """An :class:`AlignConfig` from a flavor name or YAML file plus ``key.sub=value`` overrides."""
     return load_config(AlignConfig, source, overrides, flavors=ALIGN_FLAVORS)
+
+
+def synthetic_config(root: str | Path = "runs/align-synthetic", *, corpus: str | Path | None = None,
+                     vision_init: str | Path | None = None, quick: bool = False) -> AlignConfig:
+    """The CPU demo's stage 2 (the ``tiny-synthetic`` flavor, or ``tiny-synthetic-quick`` with ``quick``), every
+    path under ``root``: the synthetic corpus (``corpus``, default ``root/corpus[-quick]``, written when missing:
+    768 clips, 256 quick, of 8 frames at 64 px; a corpus that is there already is used as it is), the last 64
+    clips held out for evaluation; the run in ``root/stage2-<init>[-quick]`` where ``<init>`` is ``stage1`` with
+    a ``vision_init`` (a stage-1 ``iv2_encoders.save_pretrained`` folder; its position table is interpolated to
+    4 frames) and ``random`` without, so that the demo's two runs in one root never meet; the exports in the
+    run's ``export/`` (:attr:`AlignResult.encoder_dir` is the vision encoder for stage 3)."""
+    cfg = _tiny_synthetic(quick=quick)
+    root = Path(root)
+    suffix = "-quick" if quick else ""
+    cfg.data.corpus = str(Path(corpus) if corpus is not None else root / f"corpus{suffix}")
+    cfg.data.corpus_clips = 256 if quick else 768
+    cfg.model.vision_init = str(vision_init) if vision_init is not None else None
+    cfg.train.output_dir = str(root / f"stage2-{'stage1' if vision_init is not None else 'random'}{suffix}")
+    return cfg
 
 
 def phase_train_config(cfg: AlignConfig, name: str, phase: PhaseSection) -> TrainConfig:

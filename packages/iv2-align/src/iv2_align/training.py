@@ -49,8 +49,10 @@ EXPORT_DIR = "export"
 @dataclass
 class AlignResult:
     """What :func:`train` returns. ``metrics``: the final held-out retrieval (flat, see
-    :mod:`iv2_align.evaluate`; empty without held-out data); ``phases``: each phase's ``iv2_train.TrainResult``;
-    ``model_dir`` / ``vision_encoder_dir``: the exports (on rank 0, None elsewhere)."""
+    :mod:`iv2_align.evaluate`, plus the summary names of :func:`summary_metrics`; empty without held-out data);
+    ``phases``: each phase's ``iv2_train.TrainResult``; ``metrics_files``: each phase's ``metrics.jsonl`` (every
+    logged loss and evaluation, for curves); ``model_dir`` / ``vision_encoder_dir``: the exports (on rank 0, None
+    elsewhere)."""
 
     output_dir: Path
     phases: dict[str, Any]
@@ -59,11 +61,17 @@ class AlignResult:
     model_dir: Path | None
     vision_encoder_dir: Path | None
     broken_samples: dict[str, int] = field(default_factory=dict)
+    metrics_files: dict[str, Path] = field(default_factory=dict)
 
     @property
     def train(self) -> Any:
         """The last phase's ``TrainResult``."""
         return list(self.phases.values())[-1]
+
+    @property
+    def encoder_dir(self) -> Path | None:
+        """The stage-2 vision encoder (``iv2_encoders.save_pretrained`` folder): stage 3's input."""
+        return self.vision_encoder_dir
 
 
 # --------------------------------------------------------------------------------------------------- model
@@ -230,7 +238,82 @@ def train(cfg: AlignConfig) -> AlignResult:
 
     Runs single-process, under ``torchrun --nproc-per-node N`` and under the DeepSpeed launcher
     (``train.distributed.strategy=deepspeed``); the process group stays up afterwards (call
-    ``iv2_train.shutdown_distributed()`` at the very end)."""
+    ``iv2_train.shutdown_distributed()`` at the very end). Rerunning a finished run trains nothing and returns
+    the same result in seconds; a run folder that holds another recipe's run is refused (:func:`check_same_run`).
+    """
+    threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+# sections and keys that decide what a run computes; the rest (logging, checkpoints, launcher) may change on resume
+_RECIPE_RUNTIME_KEYS = ("seed", "optimizer", "schedule", "precision")
+
+
+def run_recipe(cfg: AlignConfig) -> dict[str, Any]:
+    """What a run computes, as JSON values: every section but the runtime's logging, checkpoint and launcher
+    settings and the data loader's worker count."""
+    import dataclasses
+
+    document = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    document["data"].pop("num_workers", None)
+    train_section = document.pop("train")
+    document["train"] = {k: train_section.get(k) for k in _RECIPE_RUNTIME_KEYS if k in train_section}
+    document["train"]["precision"] = train_section.get("distributed", {}).get("precision")
+    document.pop("threads", None)
+    return document
+
+
+def check_same_run(cfg: AlignConfig, root: Path) -> None:
+    """Refuse a run folder that holds a run of another recipe (resuming or returning it would report that
+    run's work as this one's); record the recipe in ``root/recipe.json`` for the next call."""
+    from iv2_train import ConfigError, get_rank
+
+    path = root / "recipe.json"
+    recipe = run_recipe(cfg)
+    if path.is_file():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(_differences(previous, recipe))
+        if changed:
+            raise ConfigError(f"train.output_dir {root} holds a run of another recipe (differs in "
+                              f"{', '.join(changed[:8])}{' ...' if len(changed) > 8 else ''}); use another "
+                              f"output_dir or delete that folder")
+    elif get_rank() == 0:
+        _write_json(path, recipe)
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def summary_metrics(metrics: Mapping[str, float], metrics_files: Mapping[str, Path]) -> dict[str, float]:
+    """The demo's names beside the full report: ``a2t_r1`` / ``t2a_r1`` / ``a2t_r5`` / ``t2a_r5`` (audio-text
+    retrieval: audio -> caption is the audio set's ``v2t``), and ``loss_first`` / ``loss_last``: the contrastive
+    loss (``loss_vtc``, the same task on every image, video and audio-video step) at the first and the last logged
+    step of the schedule."""
+    from iv2_train import read_metrics
+
+    out = {}
+    for ours, theirs in (("a2t", "v2t"), ("t2a", "t2v")):
+        for k in ("r1", "r5", "r10"):
+            if f"audio_{theirs}_{k}" in metrics:
+                out[f"{ours}_{k}"] = metrics[f"audio_{theirs}_{k}"]
+    rows = [r for path in metrics_files.values() if path.is_file() for r in read_metrics(path) if "loss_vtc" in r]
+    if rows:
+        out["loss_first"], out["loss_last"] = float(rows[0]["loss_vtc"]), float(rows[-1]["loss_vtc"])
+    return out
+
+
+def _train(cfg: AlignConfig) -> AlignResult:
     from iv2_train import MetaLoader, Trainer, barrier, check_config, get_rank
 
     check_config(cfg)
@@ -238,6 +321,7 @@ def train(cfg: AlignConfig) -> AlignResult:
         raise ValueError("train.checkpoint.export_final must stay true: each phase starts from the previous one's "
                          "export and the products are made from the last one")
     root = Path(cfg.train.output_dir)
+    check_same_run(cfg, root)
     tokenizer = build_tokenizer(cfg.model.tokenizer, root / "tokenizer")
     model_cfg = stage2_config(cfg, len(tokenizer))
     num_frames, size = media_geometry(cfg.data, model_cfg.vision.num_frames, model_cfg.vision.img_size)
@@ -275,6 +359,9 @@ def train(cfg: AlignConfig) -> AlignResult:
 
     metrics = latest_evaluation(results[name].output_dir, results[name].step) or {
         k.removeprefix("eval/"): float(v) for k, v in results[name].eval_metrics.items() if k != "step"}
+    metrics_files = {n: r.output_dir / "metrics.jsonl" for n, r in results.items()}
+    if metrics:
+        metrics.update(summary_metrics(metrics, metrics_files))
     model_dir = vision_dir = metrics_path = None
     if get_rank() == 0:
         model_dir, vision_dir = export_products(cfg, model_cfg, tokenizer, previous, root / EXPORT_DIR,
@@ -287,7 +374,7 @@ def train(cfg: AlignConfig) -> AlignResult:
         if any(broken.values()):
             log.warning("unreadable samples skipped during training: %s", broken)
     barrier()
-    return AlignResult(root, results, metrics, metrics_path, model_dir, vision_dir, broken)
+    return AlignResult(root, results, metrics, metrics_path, model_dir, vision_dir, broken, metrics_files)
 
 
 def export_products(cfg: AlignConfig, model_cfg: Stage2Config, tokenizer: Any, weights: Path, directory: Path,
