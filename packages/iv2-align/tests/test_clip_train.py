@@ -23,7 +23,7 @@ def test_clip_post_pretraining_from_stage2(tmp_path, tokenizer):
         "data.batch_size.image=8", "steps=3", f"train.output_dir={tmp_path / 'clip'}", "train.logging.progress=none",
         "train.logging.plots=false"], flavors=CLIP_TRAIN_FLAVORS)
     # the text tower is the stage-2 text layers as an HF BertModel: same [CLS] features before training
-    model, tok, frames, size = build_clip_model(cfg)
+    model, _tokenizer, frames, size = build_clip_model(cfg)
     model.eval()  # BERT's dropout would make the two passes differ
     ids, mask = torch.tensor([[2, 5, 6, 7, 0]]), torch.tensor([[1, 1, 1, 1, 0]])
     hidden = model.text_encoder.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
