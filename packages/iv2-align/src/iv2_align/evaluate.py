@@ -132,7 +132,8 @@ def evaluate_sets(model: nn.Module, sets: Sequence[RetrievalSet], *, k_test: int
         fbank = prepare(item.fbank) if item.fbank is not None else None
         result = evaluate_retrieval(model, prepare(item.media), item.input_ids, item.attention_mask,
                                     text_to_video=item.text_to_video, k_test=k_test, fbank=fbank,
-                                    media=item.retrieval_media, batch_size=batch_size, itm_batch_size=256)
+                                    media=item.retrieval_media, batch_size=batch_size, itm_batch_size=256,
+                                    keep_scores=False)
         out.update(flatten_metrics(result.metrics, prefix))
         chance = item.chance()
         out[prefix + "chance_r1"] = round((chance["t2v_r1"] + chance["v2t_r1"]) / 2, 2)
