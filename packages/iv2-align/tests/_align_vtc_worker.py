@@ -32,4 +32,5 @@ if __name__ == "__main__":
     loss.backward()
     torch.save({"loss": loss.detach(), "media": local_media.grad, "text": local_text.grad, "temp": temp.grad,
                 "rows": (rows.start, rows.stop)}, Path(sys.argv[1]) / f"rank{rank}.pt")
+    dist.barrier()  # neither rank tears gloo down while the other still talks to it (an abort otherwise)
     dist.destroy_process_group()
