@@ -210,21 +210,19 @@ def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(corpus, t
 @pytest.mark.distributed
 def test_deepspeed_launcher_zero2_bf16_gradient_checkpointing(corpus, tmp_path):
     """`iv2-align train` under the DeepSpeed launcher (ZeRO-2, bf16, gradient checkpointing, every media source):
-    trains, checkpoints in DeepSpeed's format, exports; a second launch resumes at the end and trains nothing."""
+    trains, checkpoints in DeepSpeed's format, exports a float32 model. (Resuming DeepSpeed checkpoints is
+    iv2-train's, tested there; one launch here keeps this package's test time down.)"""
     pytest.importorskip("deepspeed")
     args = _overrides(corpus, tmp_path / "ds", *SMALL, "masked.steps=2", "unmasked.steps=1",
                       "data.sources=[image,video,audio_video,audio]", "train.distributed.strategy=deepspeed",
                       "train.distributed.zero_stage=2", "train.distributed.precision=bf16",
-                      "model.grad_checkpointing=true", "train.checkpoint.every_steps=1")
+                      "model.grad_checkpointing=true", "train.checkpoint.every_steps=1", "train.logging.every_steps=1")
     launch = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "1", "--master_port",
               str(_free_port()), "--module", "iv2_align.cli", "train", "tiny-synthetic", *args]
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
-    for attempt in range(2):
-        done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=400)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-        if attempt == 0:
-            rows = (tmp_path / "ds" / "masked" / "metrics.jsonl").read_text()
+    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert (tmp_path / "ds" / "masked" / "checkpoints" / "step_00000002" / "deepspeed").is_dir()
-    assert (tmp_path / "ds" / "masked" / "metrics.jsonl").read_text() == rows  # nothing trained the second time
+    assert [r["step"] for r in _losses(tmp_path / "ds" / "masked")] == [1, 2]
     bundle = load_stage2(tmp_path / "ds" / "export" / "stage2")
     assert bundle.model.temp.dtype == torch.float32 and torch.isfinite(bundle.model.temp).all()
