@@ -73,11 +73,14 @@ def test_a_run_folder_of_another_recipe_is_refused(tmp_path):
     from iv2_train import ConfigError
 
     cfg = synthetic_config(tmp_path, corpus=tmp_path / "corpus", quick=True)
-    check_same_run(cfg, tmp_path / "run")
-    cfg.train.logging.progress = "none"  # runtime settings may change on resume
-    check_same_run(cfg, tmp_path / "run")
     other = synthetic_config(tmp_path, corpus=tmp_path / "corpus", vision_init=tmp_path / "stage1", quick=True)
     assert other.train.output_dir != cfg.train.output_dir  # the demo's two runs in one root never meet
+    check_same_run(cfg, tmp_path / "run")
+    check_same_run(other, tmp_path / "run")  # nothing trained there yet: a corrected config is welcome
+    check_same_run(cfg, tmp_path / "run")
+    (tmp_path / "run" / "masked" / "checkpoints").mkdir(parents=True)  # now a run of cfg's recipe is there
+    cfg.train.logging.progress = "none"  # runtime settings may change on resume
+    check_same_run(cfg, tmp_path / "run")
     with pytest.raises(ConfigError, match="model.vision_init"):
         check_same_run(other, tmp_path / "run")
 

@@ -275,14 +275,15 @@ def check_same_run(cfg: AlignConfig, root: Path) -> None:
 
     path = root / "recipe.json"
     recipe = run_recipe(cfg)
-    if path.is_file():
+    trained = any((root / phase / sub).is_dir() for phase in ("masked", "unmasked") for sub in ("checkpoints", "final"))
+    if path.is_file() and trained:
         previous = json.loads(path.read_text(encoding="utf-8"))
         changed = sorted(_differences(previous, recipe))
         if changed:
             raise ConfigError(f"train.output_dir {root} holds a run of another recipe (differs in "
                               f"{', '.join(changed[:8])}{' ...' if len(changed) > 8 else ''}); use another "
                               f"output_dir or delete that folder")
-    elif get_rank() == 0:
+    elif get_rank() == 0:  # nothing trained yet (or a folder from before recipes were recorded): this recipe's
         _write_json(path, recipe)
 
 
