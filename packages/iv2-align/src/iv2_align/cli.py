@@ -154,8 +154,8 @@ def _steps_done(output_dir: str) -> str:
 
 
 def _headline(metrics: dict[str, float]) -> dict[str, float]:
-    keys = ("t2v_r1", "v2t_r1", "chance_r1", "t2v_r5", "v2t_r5", "audio_t2v_r1", "audio_v2t_r1", "audio_chance_r1",
-            "av_t2v_r1", "av_v2t_r1", "av_chance_r1")
+    keys = ("t2v_r1", "v2t_r1", "chance_r1", "t2v_r5", "v2t_r5", "sim_t2v_r1", "sim_v2t_r1", "a2t_r1", "t2a_r1",
+            "audio_chance_r1", "av_t2v_r1", "av_v2t_r1", "av_chance_r1", "loss_first", "loss_last")
     return {k: metrics[k] for k in keys if k in metrics}
 
 
