@@ -3,7 +3,7 @@
 import pytest
 import torch
 from _align_helpers import randomize_
-from test_checkpoint import tiny_official
+from _align_layout import tiny_official
 
 from iv2_align import Preprocessing, Stage2Embedder, create_stage2_model, load_stage2, save_stage2
 
