@@ -18,7 +18,7 @@ def randomize_(model: torch.nn.Module, seed: int = 0, scale: float = 1.0) -> tor
             value = 1.0 + 0.1 * noise if leaf == "weight" else 0.1 * noise
         elif leaf == "gamma" or name.endswith("ls1") or name.endswith("ls2"):
             value = 0.5 + 0.1 * noise
-        elif "original0" in name or leaf == "grep_a":
+        elif leaf in ("weight_g", "grep_a"):
             value = 1.0 + 0.2 * noise.abs()
         elif leaf == "temp":
             value = torch.full(p.shape, 0.07, dtype=torch.float64)

@@ -164,3 +164,20 @@ def stage2_layout(size: str) -> tuple[Layout, Layout]:
         return stage2_layout_for(vision=dict(d=3200, depth=48, mlp=12800, sep_image_pos=False), bert=_BERT_LARGE,
                                  embed_dim=768, clip_dim=768, text_width=1024, audio=BEATS_ITER3_CFG, av_dim=768)
     raise ValueError(size)
+
+
+# tiny official layouts (several test modules build them)
+TINY_BEATS = dict(input_patch_size=16, embed_dim=24, encoder_layers=2, encoder_embed_dim=32,
+                  encoder_ffn_embed_dim=64, encoder_attention_heads=4, conv_pos=8, conv_pos_groups=4,
+                  relative_position_embedding=True, num_buckets=16, max_distance=32, gru_rel_pos=True,
+                  deep_norm=True, dropout=0.0, attention_dropout=0.0)
+TINY_BERT = dict(hidden=32, layers=3, ffn=64, vocab=64, max_pos=40, type_vocab=2, fusion_layer=2)
+
+
+def tiny_official(audio_visual: bool):
+    vision = dict(d=64, depth=2, mlp=256, frames=4, grid=4, sep_image_pos=not audio_visual, teacher_dim=48,
+                  teacher_final=24, return_layers=2)
+    if audio_visual:
+        return stage2_layout_for(vision=vision, bert=TINY_BERT, embed_dim=16, clip_dim=32, text_width=32,
+                                 audio=TINY_BEATS, av_dim=24)
+    return stage2_layout_for(vision=vision, bert=TINY_BERT, embed_dim=16, clip_dim=32, text_width=32)

@@ -16,6 +16,16 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "man", "is", "playin
          "woman", "jump", "swim", "red", "car"]
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """This package's tests run tiny models: one intra-op thread is as fast on an idle machine and several times
+    faster on a shared one (OpenMP threads of a loaded 2-core machine mostly wait for each other)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tokenizer(tmp_path_factory):
     from transformers import BertTokenizer

@@ -116,6 +116,28 @@ def test_streaming_matches_one_tensor_and_fusion_stays_small(tiny_model, tokeniz
     assert max(seen) <= 3 and sum(seen) <= 5 * 2 + 7 * 2
 
 
+@pytest.mark.parametrize("k_test", [0, 2, 128])
+def test_keep_scores_false_gives_the_whole_matrix_numbers_in_row_chunks(tiny_model, tokenizer, k_test):
+    """The large-set path (no videos x texts matrix, score rows in chunks, the dsl column softmax streamed)
+    against the whole-matrix path, on scores with several captions per video; chunks of 2 rows split them."""
+    videos = _videos(seed=4)
+    ids, mask = tokenize(tokenizer, CAPTIONS, 10)
+    whole = evaluate_retrieval(tiny_model, videos, ids, mask, text_to_video=TEXT_TO_VIDEO, k_test=k_test)
+    rows = evaluate_retrieval(tiny_model, videos, ids, mask, text_to_video=TEXT_TO_VIDEO, k_test=k_test,
+                              keep_scores=False, chunk_rows=2)
+    assert rows.itc is None and rows.itm_v2t is None
+    assert rows.metrics == whole.metrics and set(rows.metrics) == ({"sim", "dsl", "match"} if k_test else {"sim", "dsl"})
+
+
+def test_keep_scores_false_on_audio_video(tiny_av_model, tokenizer):
+    videos, fbank = _videos(3, seed=2), torch.randn(3, 998, 64, generator=torch.Generator().manual_seed(3))
+    ids, mask = tokenize(tokenizer, CAPTIONS[:4], 10)
+    kwargs = dict(text_to_video=[0, 0, 1, 2], k_test=2, fbank=fbank, media="audio_video")
+    whole = evaluate_retrieval(tiny_av_model, videos, ids, mask, **kwargs)
+    rows = evaluate_retrieval(tiny_av_model, videos, ids, mask, keep_scores=False, chunk_rows=1, **kwargs)
+    assert rows.metrics == whole.metrics
+
+
 def test_k_test_larger_than_the_set_reranks_everything(tiny_model, tokenizer):
     ids, mask = tokenize(tokenizer, CAPTIONS, 10)
     result = evaluate_retrieval(tiny_model, _videos(), ids, mask, text_to_video=TEXT_TO_VIDEO, k_test=128)

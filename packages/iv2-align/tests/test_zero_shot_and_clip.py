@@ -117,6 +117,8 @@ def test_clip_retrieval_is_itc_only_on_raw_scores(clip_model, tokenizer):
         itc = F.normalize(clip_model.encode_video(videos), dim=-1) @ F.normalize(clip_model.encode_text(ids, mask), dim=-1).T
     torch.testing.assert_close(result.itc, itc, atol=1e-6, rtol=0)
     assert result.itm_v2t is None and set(result.metrics) == {"sim", "dsl"}
+    rows = evaluate_retrieval(clip_model, videos, ids, mask, text_to_video=[0, 1, 2], keep_scores=False, chunk_rows=2)
+    assert rows.metrics == result.metrics  # raw scores, row chunks
 
 
 def test_clip_vision_from_a_stage2_checkpoint(tiny_model, tmp_path):

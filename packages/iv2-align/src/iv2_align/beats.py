@@ -14,9 +14,9 @@ fairseq-based). Stage 2 feeds it a normalised 64-bin Kaldi fbank from iv2-data:
 
 A (998, 64) fbank gives a 62 x 4 grid: 248 tokens.
 
-Weight normalisation: ``torch.nn.utils.parametrizations.weight_norm`` (the legacy ``nn.utils.weight_norm`` the
-official code uses cannot be deep-copied); state-dict hooks store its two tensors under the official names
-``encoder.pos_conv.0.weight_g`` / ``weight_v``. Old checkpoints with a plain ``pos_conv.0.weight`` are
+Weight normalisation: the positional conv holds the official ``encoder.pos_conv.0.weight_g`` / ``weight_v`` as
+its own parameters and forms the weight in ``forward`` (the legacy ``nn.utils.weight_norm`` the official code
+uses cannot be deep-copied). Old checkpoints with a plain ``pos_conv.0.weight`` are
 converted by :func:`weight_norm_from_plain` in the loaders.
 """
 
@@ -29,13 +29,11 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import weight_norm
 
 from .config import BEATsConfig
 
 _ALPHA = 32.0  # the official attention scaling constant (backbone.py: ``alpha = 32``)
 _WN_DIM = 2  # weight norm over dims (0, 1), one magnitude per kernel tap, as the official call
-_WN_NAMES = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
 
 
 def weight_norm_from_plain(weight: torch.Tensor, dim: int = _WN_DIM) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,30 +43,30 @@ def weight_norm_from_plain(weight: torch.Tensor, dim: int = _WN_DIM) -> tuple[to
     return weight.norm(p=2, dim=dims, keepdim=True), weight
 
 
-def _rename_weight_norm_keys_on_save(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-    for official, ours in _WN_NAMES.items():
-        if prefix + ours in state_dict:
-            state_dict[prefix + official] = state_dict.pop(prefix + ours)
-
-
-def _rename_weight_norm_keys_on_load(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
-    for official, ours in _WN_NAMES.items():
-        if prefix + official in state_dict:
-            state_dict[prefix + ours] = state_dict.pop(prefix + official)
-
-
-class _WeightNormConv1d(nn.Conv1d):
-    """Conv1d whose weight is ``g * v / ||v||`` (norm over all dims but 2); state-dict keys ``weight_g``,
-    ``weight_v``, ``bias`` as the official module."""
+class _WeightNormConv1d(nn.Module):
+    """Conv1d whose weight is ``v * (g / ||v||)`` (norm over all dims but 2: one magnitude per kernel tap), with
+    its parameters under the official names ``weight_g``, ``weight_v``, ``bias`` (the layout of the legacy
+    ``nn.utils.weight_norm`` the official code calls, which cannot be deep-copied; the parametrizations API
+    would name them ``original0`` / ``original1``, a second naming that state dicts and parameter lists would
+    disagree on)."""
 
     def __init__(self, channels: int, kernel_size: int, groups: int) -> None:
-        super().__init__(channels, channels, kernel_size=kernel_size, padding=kernel_size // 2, groups=groups)
+        super().__init__()
         # official init before weight_norm: N(0, sqrt(4 / (k * C))), zero bias
-        nn.init.normal_(self.weight, mean=0.0, std=math.sqrt(4.0 / (kernel_size * channels)))
-        nn.init.zeros_(self.bias)
-        weight_norm(self, name="weight", dim=_WN_DIM)
-        self.register_state_dict_post_hook(_rename_weight_norm_keys_on_save)
-        self.register_load_state_dict_pre_hook(_rename_weight_norm_keys_on_load)
+        weight = torch.empty(channels, channels // groups, kernel_size)
+        nn.init.normal_(weight, mean=0.0, std=math.sqrt(4.0 / (kernel_size * channels)))
+        g, v = weight_norm_from_plain(weight)
+        self.weight_g = nn.Parameter(g)
+        self.weight_v = nn.Parameter(v)
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.padding, self.groups = kernel_size // 2, groups
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.weight_v * (self.weight_g / self.weight_v.norm(p=2, dim=(0, 1), keepdim=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv1d(x, self.weight, self.bias, padding=self.padding, groups=self.groups)
 
 
 class _SamePad(nn.Module):
@@ -325,22 +323,22 @@ def convert_beats_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str
     return out
 
 
-def load_beats(path: str | os.PathLike) -> BEATs:
-    """Build a :class:`BEATs` from an official BEATs checkpoint (``{"cfg": {...}, "model": state_dict}``,
-    e.g. ``BEATs_iter3_plus_AS2M.pt``), loaded with ``weights_only=True``; every key must match."""
+def read_beats_checkpoint(path: str | os.PathLike) -> tuple[BEATsConfig, dict[str, torch.Tensor]]:
+    """The cfg and the converted state dict of an official BEATs checkpoint (``{"cfg": {...}, "model": ...}``,
+    e.g. ``BEATs_iter3_plus_AS2M.pt``), read with ``weights_only=True``."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, Mapping) or "cfg" not in ckpt or "model" not in ckpt:
         keys = sorted(ckpt)[:10] if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise ValueError(f"{path}: not a BEATs checkpoint (expected keys 'cfg' and 'model', got {keys})")
-    model = BEATs(BEATsConfig(**ckpt["cfg"]))
-    state = convert_beats_state_dict(ckpt["model"])
-    own = model.state_dict()
-    for k, v in state.items():
-        if k in own and own[k].shape != v.shape:
-            raise ValueError(f"{path}: key {k!r} has shape {tuple(v.shape)}, the model built from its cfg "
-                             f"expects {tuple(own[k].shape)}")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: BEATs weights do not match its cfg: missing {sorted(missing)}, "
-                         f"unexpected {sorted(unexpected)}")
+    return BEATsConfig(**ckpt["cfg"]), convert_beats_state_dict(ckpt["model"])
+
+
+def load_beats(path: str | os.PathLike) -> BEATs:
+    """Build a :class:`BEATs` from an official BEATs checkpoint, checked by ``iv2_encoders.load_state_dict_checked``
+    (a key of another shape or a missing weight is an error naming it and the file)."""
+    from iv2_encoders import load_state_dict_checked
+
+    cfg, state = read_beats_checkpoint(path)
+    model = BEATs(cfg)
+    load_state_dict_checked(model, state, source=str(path))
     return model

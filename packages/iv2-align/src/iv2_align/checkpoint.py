@@ -3,7 +3,8 @@
 :func:`convert_official_state_dict` is the part specific to the stage-2 layouts (renames and known drops,
 litgpt-style: nothing unknown is silently lost); :func:`load_checkpoint` reads a file, converts it, loads the
 vision tower through ``iv2_encoders.load_checkpoint`` (position-embedding interpolation, LayerScale names) and
-checks every other key and shape itself.
+the rest through the shared checked loader ``iv2_encoders.load_state_dict_checked`` (key and both shapes on a
+mismatch, unknown keys dropped and reported, missing weights refused).
 
 Layouts accepted:
 
@@ -24,7 +25,7 @@ from collections.abc import Mapping
 
 import torch
 
-from iv2_encoders import CheckpointError, LoadResult, read_state_dict
+from iv2_encoders import CheckpointError, LoadResult, load_state_dict_checked, read_state_dict
 from iv2_encoders import load_checkpoint as load_vision_checkpoint
 
 from .beats import convert_beats_state_dict
@@ -85,6 +86,17 @@ def convert_official_state_dict(
     return out, sorted(dropped)
 
 
+def _materialize_token_type_ids(model: Stage2Model) -> None:
+    """BERT's ``token_type_ids`` is a non-persistent buffer (zeros), so no checkpoint holds it: a model built on
+    the meta device gets it here, after loading."""
+    embeddings = model.text_encoder.bert.embeddings
+    buffer = getattr(embeddings, "token_type_ids", None)
+    if buffer is not None and buffer.is_meta:
+        device = embeddings.word_embeddings.weight.device
+        embeddings.register_buffer("token_type_ids", torch.zeros(buffer.shape, dtype=buffer.dtype, device=device),
+                                   persistent=False)
+
+
 def load_checkpoint(
     model: Stage2Model,
     path: str | os.PathLike | Mapping[str, torch.Tensor],
@@ -92,13 +104,16 @@ def load_checkpoint(
     num_frames: int | None = None,
     strict: bool = True,
 ) -> LoadResult:
-    """Load an official stage-2 checkpoint (file or state dict) into ``model`` in place.
+    """Load an official stage-2 checkpoint (file, folder or state dict) into ``model`` in place.
 
     ``num_frames``: the frame count the checkpoint's vision tower was trained with (inferred when omitted;
     see ``iv2_encoders.load_checkpoint``), so a stage-1 8-frame tower loads into a 4-frame model. Returns
     :class:`iv2_encoders.LoadResult` (``missing, dropped = load_checkpoint(...)``). A wrong-shape tensor
     raises :class:`iv2_encoders.CheckpointError` naming the key and both shapes; with ``strict`` a missing
     weight is an error too (except the MLM head of a ``mode="ret"`` checkpoint, which has none).
+
+    The vision tower goes through ``iv2_encoders.load_checkpoint`` (position tables resampled), everything else
+    through the shared checked loader ``iv2_encoders.load_state_dict_checked``.
     """
     source = "state dict" if isinstance(path, Mapping) else str(path)
     raw = dict(path) if isinstance(path, Mapping) else read_state_dict(path)
@@ -108,32 +123,16 @@ def load_checkpoint(
     if not vision:
         raise CheckpointError(f"{source}: no vision_encoder.* keys; is this a stage-2 checkpoint? "
                               f"first keys: {sorted(raw)[:8]}")
-    vision_result = load_vision_checkpoint(model.vision_encoder, vision, num_frames=num_frames)
-    missing = [_VISION + k for k in vision_result.missing]
-    dropped += [_VISION + k for k in vision_result.dropped]
-
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith(_VISION)}
-    to_load = {}
-    for k, v in converted.items():
-        if k.startswith(_VISION):
-            continue
-        if k not in own:
-            dropped.append(k)
-            continue
-        if own[k].shape != v.shape:
-            raise CheckpointError(
-                f"{source}: key {k!r} has shape {tuple(v.shape)} but the model expects {tuple(own[k].shape)}; "
-                f"the checkpoint is probably of another stage-2 size (text width, embed_dim, audio encoder)"
-            )
-        to_load[k] = v
-    missing += [k for k in own if k not in to_load and k != _POSITION_IDS]
-    missing.sort()
-    tolerated = {k for k in missing if k.startswith(_MLM_HEAD)} if is_ret_layout(raw) else set()
-    if strict and set(missing) - tolerated:
-        raise CheckpointError(f"{source}: missing {len(set(missing) - tolerated)} model weights "
-                              f"(first: {sorted(set(missing) - tolerated)[:8]}); pass strict=False to load anyway")
-    assign = any(p.is_meta for p in model.parameters())
-    model.load_state_dict(to_load, strict=False, assign=assign)
-    model.text_encoder.tie_weights()  # assign=True replaces tied parameters one by one
-    return LoadResult(missing=missing, dropped=sorted(dropped), prefix=_VISION,
-                      num_frames=vision_result.num_frames)
+    vision_result = load_vision_checkpoint(model.vision_encoder, vision, num_frames=num_frames, strict=strict,
+                                           source=source)
+    # the MLM head of a mode="ret" checkpoint does not exist; position_ids is a buffer older files lack
+    allowed = [_VISION, _POSITION_IDS] + ([_MLM_HEAD] if is_ret_layout(raw) else [])
+    rest = {k: v for k, v in converted.items() if not k.startswith(_VISION)}
+    result = load_state_dict_checked(model, rest, source=source, strict=strict, allow_missing=allowed)
+    model.text_encoder.tie_weights()  # a meta model gets tensors assigned one by one
+    _materialize_token_type_ids(model)
+    missing = sorted([_VISION + k for k in vision_result.missing]
+                     + [k for k in result.missing if not k.startswith(_VISION) and k != _POSITION_IDS])
+    dropped += [_VISION + k for k in vision_result.dropped] + result.dropped
+    return LoadResult(missing=missing, dropped=sorted(dropped), prefix=_VISION, num_frames=vision_result.num_frames,
+                      source=source)

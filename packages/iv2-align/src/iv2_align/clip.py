@@ -23,6 +23,8 @@ from torch import nn
 
 from iv2_encoders import VideoEncoder, VideoEncoderConfig
 
+from .model import temperature_parameter
+
 TEXT_POOLING = ("last", "first")
 
 
@@ -94,7 +96,23 @@ class VideoCLIPModel(nn.Module):
         self.cfg = cfg
         self.vision_encoder = VideoEncoder(cfg.vision)
         self.text_encoder = CLIPTextTower(_text_model(cfg.text), cfg.vision.clip_embed_dim, cfg.text_pooling)
-        self.temp = nn.Parameter(torch.ones([]) * cfg.temp)
+        self.temp = temperature_parameter(self, cfg.temp)
+
+    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        """The official CLIP post-pretraining loss, VTC only (``internvideo2_clip.py``): ``batch`` is
+        ``(media_type, inputs)`` as the MetaLoader yields it (image or video) with ``video``, ``input_ids``,
+        ``attention_mask`` and ``idx``; ``temp`` is clamped from below first."""
+        from .losses import vtc_loss
+        from .objective import split_batch
+
+        media_type, inputs = split_batch(batch)
+        if media_type not in ("image", "video"):
+            raise ValueError(f"the CLIP model trains on image and video batches, got {media_type!r}")
+        self.clamp_temperature()
+        loss = vtc_loss(self.encode_video(inputs["video"]), self.encode_text(inputs["input_ids"],
+                                                                             inputs["attention_mask"]),
+                        inputs.get("idx"), self.temp)
+        return {"loss": loss, "loss_vtc": loss}
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """``(B, clip_embed_dim)`` video (or image, T = 1) feature, not normalised."""

@@ -1,5 +1,9 @@
-"""Stage-2 matching (VTM) and masked-language-modelling (MLM) losses, as the official ``VTC_VTM_Loss.vtm_loss``
-and ``MLMLoss`` (InternVideo2/multi_modality/models/criterions.py).
+"""Stage-2 contrastive (VTC), matching (VTM) and masked-language-modelling (MLM) losses, as the official
+``VTC_VTM_Loss`` and ``MLMLoss`` (InternVideo2/multi_modality/models/criterions.py).
+
+VTC runs through ``iv2_kernels.contrastive_loss`` (blockwise, never the ``B x B`` logits): same-``idx`` pairs are
+positives (each row's targets normalised to sum 1) and, in a process group, negatives come from every rank with
+the official gradient semantics (each rank's own rows of the global loss's gradient, no ``x world_size``).
 
 The audio-visual variants are the same functions on other inputs: AVTM = :func:`vtm_loss` with media tokens
 ``[audio tokens, vision tokens]`` (concatenated along the token axis, audio first), the ``av_fusion`` feature
@@ -13,7 +17,10 @@ matches the official corruption.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+
+from iv2_kernels import contrastive_loss
 
 from .model import Stage2Model
 
@@ -27,6 +34,43 @@ def _same_index(idx: torch.Tensor | None, size: int, device: torch.device) -> to
     if idx.shape[0] != size:
         raise ValueError(f"idx has {idx.shape[0]} entries for a batch of {size}")
     return idx == idx.T
+
+
+def _default_group() -> dist.ProcessGroup | None:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.group.WORLD
+    return None
+
+
+def vtc_loss(
+    media_feat: torch.Tensor,
+    text_feat: torch.Tensor,
+    idx: torch.Tensor | None,
+    temp: torch.Tensor | float,
+    *,
+    group: dist.ProcessGroup | str | None = "auto",
+) -> torch.Tensor:
+    """The official video(-audio)-text contrastive loss on projected features ``(B, D)``: both sides
+    L2-normalised, logits ``cos / temp``, targets = same-``idx`` pairs (rows normalised to sum 1; the diagonal
+    when ``idx`` is None), ``(CE_v2t + CE_t2v) / 2``.
+
+    ``temp`` is used as given: the model clamps it to ``[0.001, 0.5]`` in place before every training forward
+    (:meth:`Stage2Model.clamp_temperature`), as the official code. ``group``: ``"auto"`` (default) gathers
+    features and ``idx`` from every rank of the default process group when there is more than one, as the
+    official ``all_gather=True``; None keeps the local batch; or a ``torch.distributed`` group.
+    """
+    if media_feat.dim() != 2 or media_feat.shape != text_feat.shape:
+        raise ValueError(f"media_feat {tuple(media_feat.shape)} and text_feat {tuple(text_feat.shape)} must both "
+                         f"be (B, D)")
+    if group == "auto":
+        group = _default_group()
+    elif isinstance(group, str):
+        raise ValueError(f"group must be 'auto', None or a process group, got {group!r}")
+    media = F.normalize(media_feat, dim=-1)
+    text = F.normalize(text_feat, dim=-1)
+    if idx is not None:
+        idx = idx.reshape(-1).to(device=media.device, dtype=torch.long)
+    return contrastive_loss(media, text, temp, idx=idx, group=group)
 
 
 @torch.no_grad()
@@ -67,12 +111,19 @@ def _draw_one(weights: torch.Tensor, same: torch.Tensor, generator: torch.Genera
 
 def sample_hard_negatives(
     media_feat: torch.Tensor, text_feat: torch.Tensor, idx: torch.Tensor | None, temp: torch.Tensor | float,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, *, hard: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(negative_media_per_text, negative_text_per_media)``, each ``(B,)`` indices into the batch, drawn
-    (in that order, as the official code) from :func:`hard_negative_weights`."""
-    weights_v2t, weights_t2v = hard_negative_weights(media_feat, text_feat, idx, temp)
+    (in that order, as the official code) from :func:`hard_negative_weights`; ``hard=False`` draws uniformly
+    among the negatives instead (the official ``vtm_hard_neg=False``, ``get_rand_indices``)."""
+    if hard:
+        weights_v2t, weights_t2v = hard_negative_weights(media_feat, text_feat, idx, temp)
+    else:
+        size = media_feat.shape[0]
+        weights_v2t = weights_t2v = torch.ones(size, size, device=media_feat.device)
     same = _same_index(idx, weights_v2t.shape[0], weights_v2t.device)
+    if not hard:
+        weights_v2t = weights_t2v = weights_v2t.masked_fill(same, 0)
     negative_media = _draw_one(weights_t2v, same, generator, "video")
     negative_text = _draw_one(weights_v2t, same, generator, "text")
     return negative_media, negative_text
@@ -90,6 +141,7 @@ def vtm_loss(
     *,
     head: str = "itm",
     generator: torch.Generator | None = None,
+    hard_negatives: bool = True,
 ) -> torch.Tensor:
     """Video(-audio)-text matching with hard negatives (local batch). The fusion layers score the ``3B`` pairs
     ``[(v, t), (v_neg, t), (v, t_neg)]`` with labels ``[1]*B + [0]*2B``; cross-entropy of ``head``'s logits.
@@ -102,7 +154,8 @@ def vtm_loss(
     if text_tokens.shape[0] != b or attention_mask.shape[0] != b:
         raise ValueError(f"media_tokens ({b}), text_tokens ({text_tokens.shape[0]}) and attention_mask "
                          f"({attention_mask.shape[0]}) must share the batch size")
-    negative_media, negative_text = sample_hard_negatives(media_feat, text_feat, idx, temp, generator)
+    negative_media, negative_text = sample_hard_negatives(media_feat, text_feat, idx, temp, generator,
+                                                          hard=hard_negatives)
     media_all = torch.cat([media_tokens, media_tokens[negative_media], media_tokens], dim=0)
     text_all = torch.cat([text_tokens, text_tokens, text_tokens[negative_text]], dim=0)
     mask_all = torch.cat([attention_mask, attention_mask, attention_mask[negative_text]], dim=0)

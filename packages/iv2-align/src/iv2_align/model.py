@@ -15,6 +15,7 @@ Conventions: video ``(B, 3, T, H, W)`` (the official code takes ``(B, T, 3, H, W
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -55,15 +56,30 @@ class Stage2Model(nn.Module):
             self.avtm_head = nn.Linear(hidden, 2)
         self.vision_proj = nn.Linear(cfg.vision.clip_embed_dim, cfg.embed_dim)
         self.text_proj = nn.Linear(hidden, cfg.embed_dim)
-        self.temp = nn.Parameter(torch.ones([]) * cfg.temp)
+        self.temp = temperature_parameter(self, cfg.temp)
         self.itm_head = nn.Linear(hidden, 2)
+        # what forward() computes (losses, masks, MLM ids); a plain attribute, not part of the state dict
+        self.objective = None
+
+    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        """The training losses of one batch, as the official model's ``forward``: ``batch`` is ``(media_type,
+        inputs)`` as :class:`iv2_train.MetaLoader` yields it (``media_type`` one of ``image``, ``video``,
+        ``audio``, ``audio_video``). Returns ``{"loss": total, "loss_vtc": ..., ...}``; what is computed comes
+        from ``model.objective`` (:class:`iv2_align.Stage2Objective`, set it before training)."""
+        from .objective import split_batch, stage2_losses
+
+        if self.objective is None:
+            raise RuntimeError("set model.objective = Stage2Objective.for_tokenizer(tokenizer, ...) before training")
+        media_type, inputs = split_batch(batch)
+        return stage2_losses(self, media_type, inputs, self.objective)
 
     # ------------------------------------------------------------------ towers
     def encode_video(self, video: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(tokens, pooled)``: ``tokens`` ``(B, 1 + N_kept, encoder_width)`` are what the fusion layers
         attend to (audio-visual model: after ``av_concat_vision_proj``), ``pooled`` the attention-pooled
         ``(B, clip_embed_dim)``. ``mask`` bool ``(B, T'H'W')``, True = dropped (same count per sample)."""
-        out = self.vision_encoder(video, mask)
+        with _no_grad_if_frozen(self.vision_encoder):
+            out = self.vision_encoder(video, mask)
         tokens = out.tokens
         if self.cfg.is_audio_visual:
             tokens = self.av_concat_vision_proj(tokens)
@@ -78,7 +94,8 @@ class Stage2Model(nn.Module):
         """``(tokens, pooled)`` of a ``(B, frames, 64)`` fbank: tokens after ``av_concat_audio_proj``, pooled
         = mean of the raw BEATs tokens (taken before the projection, as the official code)."""
         self._require_audio("encode_audio")
-        raw = self.audio_encoder(fbank)
+        with _no_grad_if_frozen(self.audio_encoder):
+            raw = self.audio_encoder(fbank)
         return self.av_concat_audio_proj(raw), raw.mean(dim=1)
 
     def fuse(self, media_tokens: torch.Tensor, text_tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -156,6 +173,34 @@ class Stage2Model(nn.Module):
     def _require_audio(self, what: str) -> None:
         if not self.cfg.is_audio_visual:
             raise ValueError(f"{what} needs the audio-visual model (Stage2Config.audio); this one is video-text")
+
+
+def temperature_parameter(module: nn.Module, value: float, name: str = "temp") -> nn.Parameter:
+    """The learnable temperature as a 1-element 1-D parameter, stored in state dicts as the official 0-dim
+    scalar (hooks reshape it both ways). DeepSpeed cannot broadcast or flatten 0-dim parameters (it views
+    each one as bytes), so a true scalar would keep the model off ZeRO."""
+
+    def to_scalar(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+        key = prefix + name
+        if key in state_dict and state_dict[key].dim() == 1:
+            state_dict[key] = state_dict[key].reshape(())
+
+    def from_scalar(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
+        key = prefix + name
+        if key in state_dict and state_dict[key].dim() == 0:
+            state_dict[key] = state_dict[key].reshape(1)
+
+    module.register_state_dict_post_hook(to_scalar)
+    module.register_load_state_dict_pre_hook(from_scalar)
+    return nn.Parameter(torch.full((1,), float(value)))
+
+
+def _no_grad_if_frozen(tower: nn.Module) -> contextlib.AbstractContextManager:
+    """A frozen tower (no parameter requires grad: the official freeze_vision / freeze_audio) runs without
+    autograd, as DINOv2 runs its frozen parts; the outputs are the same, only no graph is kept."""
+    if any(p.requires_grad for p in tower.parameters()):
+        return contextlib.nullcontext()
+    return torch.no_grad()
 
 
 def list_stage2_models() -> list[str]:

@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +26,7 @@ from torch import nn
 
 from ._progress import progress_bar
 
-MEDIA_KINDS = ("video", "audio_video")
+MEDIA_KINDS = ("video", "audio", "audio_video")
 
 
 @dataclass
@@ -35,7 +35,7 @@ class RetrievalResult:
     logits at each row's top ``k_test``, -100 elsewhere (None for a model without fusion layers);
     ``metrics`` ``{"sim": {...}, "dsl": {...}, "match": {...}}`` with the official keys, in %."""
 
-    itc: torch.Tensor
+    itc: torch.Tensor | None  # None with keep_scores=False
     itm_v2t: torch.Tensor | None
     itm_t2v: torch.Tensor | None
     metrics: dict[str, dict[str, float]]
@@ -87,9 +87,14 @@ def retrieval_metrics(
     """The official ``itm_eval``: R@1/5/10 and their means for both directions, in %, rounded to 2 decimals.
     ``scores_v2t`` is ``(videos, texts)``, ``scores_t2v`` ``(texts, videos)``."""
     v2t_gt, t2v_gt = ground_truth_lists(text_to_video, scores_v2t.shape[0])
+    return recall_metrics(ground_truth_ranks(scores_v2t.detach().float().cpu(), v2t_gt),
+                          ground_truth_ranks(scores_t2v.detach().float().cpu(), t2v_gt))
+
+
+def recall_metrics(v2t_ranks: torch.Tensor, t2v_ranks: torch.Tensor) -> dict[str, float]:
+    """``itm_eval``'s numbers from the best 0-based ground-truth rank of every video and every text."""
     out: dict[str, float] = {}
-    for name, scores, gt in (("v2t", scores_v2t, v2t_gt), ("t2v", scores_t2v, t2v_gt)):
-        ranks = ground_truth_ranks(scores.detach().float().cpu(), gt)
+    for name, ranks in (("v2t", v2t_ranks), ("t2v", t2v_ranks)):
         n = ranks.numel()
         recalls = [100.0 * int((ranks < k).sum()) / n for k in (1, 5, 10)]
         out.update({f"{name}_r1": recalls[0], f"{name}_r5": recalls[1], f"{name}_r10": recalls[2],
@@ -169,9 +174,22 @@ def encode_media(model: nn.Module, videos: torch.Tensor | Iterable[torch.Tensor]
                  batch_size: int = 32, keep_tokens: bool = True, progress: bool = False,
                  ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """``(features, token_batches)``: L2-normalised media embeddings ``(N, D)`` and, for fusion models when
-    ``keep_tokens``, the fusion tokens of each batch (CPU; ``[audio, vision]`` for ``media="audio_video"``)."""
+    ``keep_tokens``, the fusion tokens of each batch (CPU; ``[audio, vision]`` for ``media="audio_video"``).
+    ``media="audio"``: ``videos`` holds the filter banks ``(N, frames, 64)``; features are ``audio_proj`` of the
+    pooled BEATs tokens, no tokens are kept (no released layout has an audio-text matching head)."""
     if media not in MEDIA_KINDS:
         raise ValueError(f"media must be one of {MEDIA_KINDS}, got {media!r}")
+    if media == "audio":
+        if fbank is not None:
+            raise ValueError("media='audio' takes the filter banks as its first argument, not fbank=")
+        if not hasattr(model, "encode_audio"):
+            raise ValueError("media='audio' needs a model with an audio encoder")
+        device = _device(model)
+        feats = [model.embed_audio(batch.to(device)).float().cpu()
+                 for batch in progress_bar(_batches(videos, batch_size, 3, "fbank"), progress, "audio")]
+        if not feats:
+            raise ValueError("the audio input is empty")
+        return torch.cat(feats), []
     if (media == "audio_video") != (fbank is not None):
         raise ValueError("media='audio_video' needs fbank (and fbank is only used with media='audio_video')")
     device = _device(model)
@@ -226,16 +244,14 @@ class _TokenStore:
 
 
 @torch.no_grad()
-def _rerank(model: nn.Module, itc: torch.Tensor, media_tokens: _TokenStore, text_tokens: torch.Tensor,
-            attention_mask: torch.Tensor, k_test: int, head: str, itm_batch_size: int, progress: bool,
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    num_videos, num_texts = itc.shape
-    top_texts = itc.topk(min(num_texts, k_test), dim=1).indices  # (Nv, k)
-    top_videos = itc.T.topk(min(num_videos, k_test), dim=1).indices  # (Nt, k)
-    video_rows = torch.arange(num_videos)[:, None]
-    text_rows = torch.arange(num_texts)[:, None]
-    v2t_codes = video_rows * num_texts + top_texts
-    t2v_codes = top_videos * num_texts + text_rows
+def _score_pairs(model: nn.Module, top_texts: torch.Tensor, top_videos: torch.Tensor, media_tokens: _TokenStore,
+                 text_tokens: torch.Tensor, attention_mask: torch.Tensor, head: str, itm_batch_size: int,
+                 progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pairs, scores)``: the distinct (video, text) pairs of every video's ``top_texts`` and every text's
+    ``top_videos`` as sorted codes ``video * num_texts + text``, and their raw match logits."""
+    num_videos, num_texts = top_texts.shape[0], top_videos.shape[0]
+    v2t_codes = torch.arange(num_videos)[:, None] * num_texts + top_texts
+    t2v_codes = top_videos * num_texts + torch.arange(num_texts)[:, None]
     pairs = torch.unique(torch.cat([v2t_codes.flatten(), t2v_codes.flatten()]))  # sorted by video, then text
     scores = torch.empty(pairs.numel(), dtype=torch.float32)
     device = _device(model)
@@ -246,13 +262,60 @@ def _rerank(model: nn.Module, itc: torch.Tensor, media_tokens: _TokenStore, text
         media = media_tokens.gather(v).to(device)
         fused = model.fuse(media, text_tokens[t].to(device), attention_mask[t].to(device))
         scores[start:start + codes.numel()] = match_head(fused[:, 0])[:, 1].float().cpu()
+    return pairs, scores
 
-    def lookup(codes: torch.Tensor) -> torch.Tensor:
-        return scores[torch.searchsorted(pairs, codes.flatten())].reshape(codes.shape)
 
-    itm_v2t = torch.full((num_videos, num_texts), -100.0).scatter_(1, top_texts, lookup(v2t_codes))
-    itm_t2v = torch.full((num_texts, num_videos), -100.0).scatter_(1, top_videos, lookup(t2v_codes))
-    return itm_v2t, itm_t2v
+def _lookup(pairs: torch.Tensor, scores: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    return scores[torch.searchsorted(pairs, codes.flatten())].reshape(codes.shape)
+
+
+def _itm_rows(pairs: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor, top: torch.Tensor, num_cols: int,
+              codes_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The official ITM score rows: -100 everywhere but each row's ``top`` columns."""
+    picked = _lookup(pairs, scores, codes_of(rows[:, None], top))
+    return torch.full((rows.numel(), num_cols), -100.0).scatter_(1, top, picked)
+
+
+def _top_columns(a: torch.Tensor, b: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
+    """Each row's top ``k`` columns of ``a @ b.T``, computed ``chunk`` rows at a time."""
+    return torch.cat([(a[i:i + chunk] @ b.T).topk(k, dim=1).indices for i in range(0, a.shape[0], chunk)])
+
+
+def _column_logsumexp(a: torch.Tensor, b: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``logsumexp(a @ b.T, dim=0)`` without the whole matrix (the column softmax of the ``dsl`` variant)."""
+    out = torch.full((b.shape[0],), float("-inf"))
+    for i in range(0, a.shape[0], chunk):
+        out = torch.logaddexp(out, torch.logsumexp(a[i:i + chunk] @ b.T, dim=0))
+    return out
+
+
+def _streamed_metrics(media_feat: torch.Tensor, text_feat: torch.Tensor, text_to_video: Sequence,
+                      itm: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None, softmax: bool,
+                      chunk: int) -> dict[str, dict[str, float]]:
+    """The metrics of :func:`variant_scores` + :func:`retrieval_metrics`, ``chunk`` score rows at a time: every
+    variant is a row-wise softmax and a row-wise rank, so only the ``dsl`` column softmax needs a first pass
+    (its log-normaliser per column). ``itm``: ``(pairs, scores, top_texts, top_videos)`` of the re-ranking."""
+    num_videos, num_texts = media_feat.shape[0], text_feat.shape[0]
+    v2t_gt, t2v_gt = ground_truth_lists(text_to_video, num_videos)
+    names = ["sim", "dsl"] + (["match"] if itm is not None else [])
+    ranks: dict[str, dict[str, list[torch.Tensor]]] = {n: {"v2t": [], "t2v": []} for n in names}
+    directions = (
+        ("v2t", media_feat, text_feat, v2t_gt, lambda r, c: r * num_texts + c, 2),
+        ("t2v", text_feat, media_feat, t2v_gt, lambda r, c: c * num_texts + r, 3),
+    )
+    for direction, rows_feat, cols_feat, gt, codes_of, top_slot in directions:
+        column_lse = _column_logsumexp(rows_feat, cols_feat, chunk)
+        for start in range(0, rows_feat.shape[0], chunk):
+            rows = torch.arange(start, min(start + chunk, rows_feat.shape[0]))
+            sim = rows_feat[rows] @ cols_feat.T
+            variants = {"sim": sim, "dsl": sim * (sim - column_lse[None]).exp()}
+            if itm is not None:
+                pairs, scores = itm[0], itm[1]
+                variants["match"] = _itm_rows(pairs, scores, rows, itm[top_slot][rows], cols_feat.shape[0], codes_of)
+            for name, block in variants.items():
+                block = block.softmax(dim=1) if softmax else block
+                ranks[name][direction].append(ground_truth_ranks(block, gt[start:start + rows.numel()]))
+    return {n: recall_metrics(torch.cat(r["v2t"]), torch.cat(r["t2v"])) for n, r in ranks.items()}
 
 
 @torch.no_grad()
@@ -269,18 +332,25 @@ def evaluate_retrieval(
     batch_size: int = 32,
     text_batch_size: int = 256,
     itm_batch_size: int = 32,
+    keep_scores: bool = True,
+    chunk_rows: int = 512,
     progress: bool = False,
 ) -> RetrievalResult:
     """Retrieval between ``videos`` (``(N, 3, T, H, W)`` or an iterable of such batches) and the tokenised
     texts (:func:`iv2_align.tokenize`), with ITM re-ranking of each row's top ``k_test`` (see the module
     docstring). ``text_to_video[t]`` is the video index (or list of indices) of text ``t``; a video may have
     several captions. ``media="audio_video"`` takes ``fbank`` (tensor or batches aligned with ``videos``),
-    ranks with ``av_fusion`` and re-ranks with ``avtm_head``. The model runs in eval mode, on its device."""
+    ranks with ``av_fusion`` and re-ranks with ``avtm_head``. The model runs in eval mode, on its device.
+
+    ``keep_scores=False`` computes the same metrics without any ``videos x texts`` matrix (``chunk_rows`` score
+    rows at a time; the result's ``itc`` / ``itm_*`` are None): memory grows with N, not N², for large sets
+    (``benchmarks/align_retrieval.py``). The ``dsl`` column softmax is then normalised by a streamed
+    log-sum-exp, equal to the whole-matrix one to float rounding."""
     was_training = model.training
     model.eval()
     try:
         fusion = _is_fusion_model(model)
-        rerank = fusion and k_test > 0
+        rerank = fusion and k_test > 0 and media != "audio"
         text_feat, text_tokens = encode_texts(model, input_ids, attention_mask, batch_size=text_batch_size,
                                               keep_tokens=rerank, progress=progress)
         media_feat, media_tokens = encode_media(model, videos, fbank=fbank, media=media, batch_size=batch_size,
@@ -288,12 +358,30 @@ def evaluate_retrieval(
         ground_truth_lists(text_to_video, media_feat.shape[0])  # validate before the expensive part
         if len(text_to_video) != text_feat.shape[0]:
             raise ValueError(f"text_to_video has {len(text_to_video)} entries for {text_feat.shape[0]} texts")
+        head = "avtm" if media == "audio_video" else "itm"
+        if not keep_scores:
+            itm = None
+            if rerank:
+                k_texts, k_videos = min(text_feat.shape[0], k_test), min(media_feat.shape[0], k_test)
+                top_texts = _top_columns(media_feat, text_feat, k_texts, chunk_rows)
+                top_videos = _top_columns(text_feat, media_feat, k_videos, chunk_rows)
+                pairs, scores = _score_pairs(model, top_texts, top_videos, _TokenStore(media_tokens), text_tokens,
+                                             attention_mask.cpu(), head, itm_batch_size, progress)
+                itm = (pairs, scores, top_texts, top_videos)
+            metrics = _streamed_metrics(media_feat, text_feat, text_to_video, itm, softmax=fusion, chunk=chunk_rows)
+            return RetrievalResult(itc=None, itm_v2t=None, itm_t2v=None, metrics=metrics)
         itc = media_feat @ text_feat.T
         itm_v2t = itm_t2v = None
         if rerank:
-            head = "avtm" if media == "audio_video" else "itm"
-            itm_v2t, itm_t2v = _rerank(model, itc, _TokenStore(media_tokens), text_tokens, attention_mask.cpu(),
-                                       k_test, head, itm_batch_size, progress)
+            top_texts = itc.topk(min(itc.shape[1], k_test), dim=1).indices  # (Nv, k)
+            top_videos = itc.T.topk(min(itc.shape[0], k_test), dim=1).indices  # (Nt, k)
+            pairs, scores = _score_pairs(model, top_texts, top_videos, _TokenStore(media_tokens), text_tokens,
+                                         attention_mask.cpu(), head, itm_batch_size, progress)
+            num_texts = itc.shape[1]
+            itm_v2t = _itm_rows(pairs, scores, torch.arange(itc.shape[0]), top_texts, num_texts,
+                                lambda r, c: r * num_texts + c)
+            itm_t2v = _itm_rows(pairs, scores, torch.arange(num_texts), top_videos, itc.shape[0],
+                                lambda r, c: c * num_texts + r)
         variants = variant_scores(itc, itm_v2t, itm_t2v, softmax=fusion)
         metrics = {name: retrieval_metrics(v2t, t2v, text_to_video) for name, (v2t, t2v) in variants.items()}
         return RetrievalResult(itc=itc, itm_v2t=itm_v2t, itm_t2v=itm_t2v, metrics=metrics)

@@ -38,6 +38,9 @@ _EXPORTS: dict[str, str] = {
     "MODEL_CONFIGS": "config",
     "PretrainedCfg": "config",
     "VideoEncoderConfig": "config",
+    # masking
+    "random_mask": "masking",
+    "tube_mask": "masking",
     # model
     "AttentionPoolingHead": "model",
     "EncoderOutput": "model",
@@ -77,6 +80,10 @@ if TYPE_CHECKING:  # what static analysis and IDEs see; the table above is what 
         HubFile,
         PretrainedCfg,
         VideoEncoderConfig,
+    )
+    from .masking import (  # noqa: F401
+        random_mask,
+        tube_mask,
     )
     from .model import (  # noqa: F401
         AttentionPoolingHead,
