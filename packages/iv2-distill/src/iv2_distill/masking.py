@@ -6,13 +6,18 @@ permutation of the tokens is drawn with ``torch.multinomial`` (without replaceme
 the teacher's attention) and its first ``HW - int(HW * ratio)`` entries are kept, so salient tokens are kept
 far more often than others without the mask being top-k. ``per_frame=False`` draws once over the whole clip
 (``T·HW - int(T·HW * ratio)`` kept), as the S/B/L distillation from a video teacher does
-(engines/engine_for_distill.py). ``random_mask`` and ``tube_mask`` follow datasets/masking_generator.py, drawn
-per sample with a torch generator (they are broken in the official stage-1 loop).
+(engines/engine_for_distill.py). ``random_mask`` and ``tube_mask`` (datasets/masking_generator.py, drawn per
+sample with a torch generator; broken in the official stage-1 loop) are iv2-encoders' — the one copy the stage
+packages share — re-exported here.
 """
 
 from __future__ import annotations
 
 import torch
+
+from iv2_encoders.masking import random_mask, tube_mask
+
+__all__ = ["attention_mask", "random_mask", "tube_mask"]
 
 Grid = tuple[int, int, int]  # the student's token grid (T, H, W), ``VideoEncoderConfig.grid_size``
 
@@ -46,29 +51,6 @@ def attention_mask(
     mask = torch.ones(rows, n, dtype=torch.bool, device=attn.device)
     mask.scatter_(1, order[:, :num_keep], False)
     return mask.reshape(b, t * hw)
-
-
-def random_mask(batch_size: int, grid: Grid, mask_ratio: float, generator: torch.Generator | None = None,
-                *, device: torch.device | str | None = None) -> torch.Tensor:
-    """``int(mask_ratio · T·HW)`` tokens dropped uniformly over the clip of token grid ``grid``, independently
-    per sample."""
-    _check_ratio(mask_ratio)
-    t, h, w = grid
-    n = t * h * w
-    order = torch.rand(batch_size, n, generator=generator, device=device).argsort(dim=1)
-    mask = torch.zeros(batch_size, n, dtype=torch.bool, device=device)
-    mask.scatter_(1, order[:, : int(mask_ratio * n)], True)
-    return mask
-
-
-def tube_mask(batch_size: int, grid: Grid, mask_ratio: float, generator: torch.Generator | None = None,
-              *, device: torch.device | str | None = None) -> torch.Tensor:
-    """One random per-frame pattern of ``int(mask_ratio · HW)`` dropped tokens per sample, the same in every
-    frame (a tube through time)."""
-    _check_ratio(mask_ratio)
-    t, h, w = grid
-    per_frame = random_mask(batch_size, (1, h, w), mask_ratio, generator, device=device)
-    return per_frame.repeat(1, t)
 
 
 def _check_ratio(mask_ratio: float) -> None:
