@@ -1,4 +1,4 @@
-"""``iv2-align``: train stage 2 (and the CLIP variant), evaluate retrieval and zero-shot classification, embed.
+"""iv2-align: train stage 2 (and the CLIP variant), evaluate retrieval and zero-shot classification, embed.
 
     iv2-align train [FLAVOR|YAML] [key=value ...]       the paper's stage-2 schedule (masked, then unmasked)
     iv2-align train-clip [FLAVOR|YAML] [key=value ...]  the CLIP variant's post-pretraining from stage 2
@@ -6,8 +6,7 @@
     iv2-align eval zero-shot ANNOTATIONS --model DIR    classification from class names, 16 prompt templates
     iv2-align embed INPUTS... --model DIR --output DIR  videos, images, audio (and --texts) into the shared space
 
-Exit codes: 0 success; 1 the run failed or some inputs failed (recorded, the run went on); 2 usage error;
-130 interrupted (rerun the same command to resume). Nothing here imports torch until a command runs.
+Nothing here imports torch until a command runs.
 """
 
 from __future__ import annotations
@@ -17,14 +16,15 @@ import json
 import sys
 from pathlib import Path
 
+from iv2_data.command_line import EXIT_CODES_HELP
+from iv2_data.command_line import HelpFormatter as _Formatter
+
 PROG = "iv2-align"
 # kept here so that --help needs no torch; a test holds them equal to iv2_align.ALIGN_FLAVORS / CLIP_FLAVORS
 FLAVORS = ("tiny-synthetic", "tiny-synthetic-quick", "1b", "6b")
 CLIP_FLAVORS = ("tiny-synthetic", "6b")
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,8 +40,9 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=16, help="clips per forward pass")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=_Formatter)
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.replace("iv2-align", prog), epilog=EXIT_CODES_HELP,
+                                     formatter_class=_Formatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     for name, flavors, what in (("train", FLAVORS, "stage-2 training (masked, then unmasked phase)"),
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
             "with 'flavor: NAME'); then dotted overrides such as train.output_dir=runs/x model.vision_init=DIR. "
             "Rerunning the same command resumes a killed run; a finished one is not trained again."))
         p.add_argument("config", nargs="?", default="tiny-synthetic", metavar="CONFIG",
-                       help="flavor name or YAML file")
+                       help="flavor name or YAML file (default: tiny-synthetic)")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
         p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
 
@@ -297,8 +298,8 @@ def _run_embed(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, *, prog: str = PROG) -> int:
+    parser = build_parser(prog)
     words = list(sys.argv[1:] if argv is None else argv)
     # the DeepSpeed launcher adds --local_rank=N (the rank also comes from the environment, which is what counts)
     words = [w for w in words if not w.startswith(("--local_rank", "--local-rank"))]
@@ -312,10 +313,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run_eval_retrieval(args) if args.task == "retrieval" else _run_eval_zero_shot(args)
         return _run_embed(args)
     except _UsageError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         # the common mistakes (a missing file, a bad annotation, a wrong checkpoint) as one line, no traceback
