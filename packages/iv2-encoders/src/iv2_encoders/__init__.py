@@ -20,7 +20,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import MODEL_CONFIGS, HubFile, PretrainedCfg, VideoEncoderConfig
-from .model import AttentionPoolingHead, EncoderOutput, VideoEncoder
+from .model import AttentionPoolingHead, DropPath, EncoderOutput, VideoEncoder
 from .pos_embed import interpolate_pos_embed, sincos_3d
 from .pretrained import get_pretrained_cfg, load_pretrained, save_pretrained
 from .registry import create_model, get_config, list_models
@@ -29,6 +29,7 @@ __all__ = [
     "MODEL_CONFIGS",
     "AttentionPoolingHead",
     "CheckpointError",
+    "DropPath",
     "EncoderOutput",
     "HubFile",
     "LoadResult",
