@@ -99,8 +99,10 @@ def test_batch_exit_code_reports_failed_rows(chat_folder, videos, tmp_path, caps
     argv = ["batch", str(questions), "--model", str(chat_folder), "--output", str(out), "--max-new-tokens", "4"]
     assert main(argv) == 1
     assert "1 answered, 1 failed, 0 kept" in capsys.readouterr().out
-    answers = [json.loads(x) for x in out.read_text().splitlines()]
-    assert [a["status"] for a in answers] == ["ok", "error"] and "missing.mp4" in answers[1]["error"]
+    # rows are written as they finish (failed reads first): one row per input, found by its id
+    answers = {a["video"]: a for a in map(json.loads, out.read_text().splitlines())}
+    assert len(answers) == 2 and answers[rows[0]["video"]]["status"] == "ok"
+    assert answers[rows[1]["video"]]["status"] == "error" and "missing.mp4" in answers[rows[1]["video"]]["error"]
     assert main(argv) == 1
     assert "0 answered, 1 failed, 1 kept" in capsys.readouterr().out
 

@@ -7,7 +7,8 @@
 >>> chat = VideoChat(model, tiny_llm_tokenizer())
 >>> chat.upload(video[0]); chat.chat("What moves?", do_sample=False)
 
-Training: ``train(load_chat_config("tiny-synthetic"))`` (or ``iv2-chat train tiny-synthetic``); a trained
+Training: ``train(load_chat_config("tiny-synthetic"))`` or ``train(synthetic_config(root, corpus=...,
+vision_init=..., quick=...))`` (the demo's stage 3; ``result.metrics``) (or ``iv2-chat train tiny-synthetic``); a trained
 model: ``load_chat(run_dir)``, :func:`evaluate_mcqa`, :func:`answer_file`.
 
 The names below are imported on first use (PEP 562), so that ``iv2-chat --help`` does not load torch.
@@ -103,6 +104,7 @@ _EXPORTS: dict[str, str] = {
     "ChatTrainConfig": "recipe_config",
     "PhaseConfig": "recipe_config",
     "load_chat_config": "recipe_config",
+    "synthetic_config": "recipe_config",
     "CachedVideoReader": "recipe",
     "ChatObjective": "recipe",
     "ChatTrainResult": "recipe",
@@ -196,6 +198,7 @@ if TYPE_CHECKING:  # what static analysis and IDEs see; the table above is what 
         ChatTrainConfig,
         PhaseConfig,
         load_chat_config,
+        synthetic_config,
     )
     from .tiny import qformer_tokenizer_settings  # noqa: F401
     from .train_data import (  # noqa: F401

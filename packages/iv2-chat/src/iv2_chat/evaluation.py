@@ -196,7 +196,9 @@ def _model_fingerprint(chat: VideoChat) -> str:
     model must not count as done)."""
     digest = hashlib.sha1()
     for name, tensor in sorted(chat.model.state_dict().items()):
-        if "lm.base_model" in name and "lora_" not in name:
+        # the frozen base LLM is rebuilt from the folder; project_down is unused (kept for the layout) and a
+        # trainable-only checkpoint may leave it at its random initialisation
+        if ("lm.base_model" in name and "lora_" not in name) or name.startswith("project_down."):
             continue
         flat = tensor.detach().reshape(-1)
         sample = flat[:: max(1, flat.numel() // 16)][:16].float().cpu()

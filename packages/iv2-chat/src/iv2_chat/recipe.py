@@ -330,7 +330,13 @@ class ChatTrainResult:
     """What :func:`train` did: ``result`` (the last phase's ``iv2_train.TrainResult``), ``phases`` (every
     phase's), ``model_dir`` (the chat folder: :func:`iv2_chat.load_chat` reads it), ``export`` (its
     ``model.safetensors``: the trainable weights in the InternVideo2-Chat layout), ``mcqa`` (the held-out MC-QA
-    report as a dict, or None) and ``mcqa_path`` (where it is written)."""
+    report as a dict, or None) and ``mcqa_path`` (where it is written).
+
+    ``metrics``: a flat dict of floats (also ``metrics_path``, ``{output_dir}/metrics.json``): ``loss_first`` /
+    ``loss_last`` (first logged loss of the first phase, last of the last), and with the evaluation
+    ``mcqa_accuracy``, ``mcqa_accuracy_strict``, ``chance`` (1 / options: 0.25), ``mcqa_accuracy_<task>``
+    (motion, colour, count, identity) and ``mcqa_items``. ``history``: each phase's iv2-train
+    ``metrics.jsonl`` (one row per logged step: loss, ``loss_<source>``, lr, grad_norm), the loss curves."""
 
     result: Any
     phases: dict[str, Any]
@@ -339,6 +345,9 @@ class ChatTrainResult:
     mcqa: dict[str, Any] | None = None
     mcqa_path: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    metrics_path: Path | None = None
+    history: dict[str, Path] = field(default_factory=dict)
 
 
 def train(cfg: ChatTrainConfig) -> ChatTrainResult:
@@ -352,6 +361,8 @@ def train(cfg: ChatTrainConfig) -> ChatTrainResult:
     from .bundle import save_chat, write_chat_weights
 
     output = Path(cfg.train.output_dir)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
     init_distributed(cfg.train.distributed)
     ensure_corpus(cfg)
     tokenizer, qformer_tokenizer = load_tokenizers(cfg.model)
@@ -392,8 +403,38 @@ def train(cfg: ChatTrainConfig) -> ChatTrainResult:
         if report is None and report_path.is_file():
             report = json.loads(report_path.read_text(encoding="utf-8"))
         seconds["evaluation"] = time.perf_counter() - started
+    history = {name: output / name / "metrics.jsonl" for name, _ in cfg.phases()}
+    metrics = run_metrics(history, report)
+    metrics_path = output / "metrics.json"
+    if get_rank() == 0:
+        from iv2_data import atomic_write
+
+        with atomic_write(metrics_path, "w", encoding="utf-8") as f:
+            json.dump(metrics, f, indent=1)
     return ChatTrainResult(last_result, results, model_dir, model_dir / "model.safetensors", report, report_path,
-                           seconds)
+                           seconds, metrics, metrics_path, history)
+
+
+def run_metrics(history: Mapping[str, Path], report: Mapping[str, Any] | None) -> dict[str, float]:
+    """The flat metrics of a run (:class:`ChatTrainResult`): first / last logged loss over the phases'
+    ``metrics.jsonl`` (in phase order) and the MC-QA report's accuracies."""
+    losses: list[float] = []
+    for path in history.values():
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                row = json.loads(line) if line.strip() else {}
+                if "loss" in row:
+                    losses.append(float(row["loss"]))
+    metrics: dict[str, float] = {}
+    if losses:
+        metrics["loss_first"], metrics["loss_last"] = losses[0], losses[-1]
+    if report:
+        metrics.update(mcqa_accuracy=float(report["accuracy"]), mcqa_accuracy_strict=float(report["accuracy_strict"]),
+                       chance=float(report["chance"]), mcqa_items=float(report["total"]))
+        for task, row in report["tasks"].items():
+            metrics[f"mcqa_accuracy_{task}"] = float(row["accuracy"])
+            metrics[f"mcqa_accuracy_strict_{task}"] = float(row["accuracy_strict"])
+    return metrics
 
 
 def _inference_settings(cfg: ChatTrainConfig, model_cfg: ChatConfig) -> dict[str, Any]:
@@ -542,5 +583,5 @@ def chat_train_summary(result: ChatTrainResult) -> str:
 
 __all__ = [
     "CachedVideoReader", "ChatObjective", "ChatTrainResult", "build_chat_config", "chat_train_summary",
-    "load_tokenizers", "load_vision_init", "set_trainable", "split_held_out", "train", "trainable_export",
+    "load_tokenizers", "load_vision_init", "run_metrics", "set_trainable", "split_held_out", "train", "trainable_export",
 ]

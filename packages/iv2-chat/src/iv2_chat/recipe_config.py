@@ -15,6 +15,7 @@ placeholders to set for your data).
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -168,6 +169,10 @@ class ChatTrainConfig:
     hd_f16: PhaseConfig = field(default_factory=PhaseConfig)
     evaluation: ChatEvalConfig = field(default_factory=ChatEvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # CPU threads of torch in this process (0: torch's default). The tiny flavors use 1: their matrices are
+    # too small to gain from a second thread, and on a busy machine a second thread waiting at every parallel
+    # region made steps 5-10x slower (measured, README).
+    torch_threads: int = 0
 
     def __post_init__(self) -> None:
         if not any(getattr(self, p).max_steps for p in PHASES):
@@ -250,6 +255,37 @@ CHAT_FLAVORS: dict[str, Callable[[], ChatTrainConfig]] = {
 }
 
 
+# The demo's two sizes (issue 16): the corpus written when none is given, steps and warmup of the one phase.
+_SYNTHETIC_SIZES: dict[str, dict[str, int]] = {
+    "default": {"clips": 768, "steps": 1500, "warmup": 50},
+    "quick": {"clips": 256, "steps": 250, "warmup": 10},
+}
+SYNTHETIC_HELD_OUT = 64  # the demo holds out the last 64 clips in every stage
+
+
+def synthetic_config(root: str | os.PathLike = "runs/chat-synthetic", *, corpus: str | os.PathLike | None = None,
+                     vision_init: str | os.PathLike | None = None, quick: bool = False) -> ChatTrainConfig:
+    """The CPU demo's stage 3 (the ``tiny-synthetic`` flavor, or ``-quick``), every path under ``root``.
+
+    ``corpus``: an ``iv2_data.write_corpus`` folder, used as it is (it needs more than 64 clips); None: one is
+    written to ``root/corpus`` (768 clips; 256 with ``quick``: 8 frames, 64 px, 8 fps, seed 0). The last 64
+    clips are held out: the MC-QA evaluation asks their questions. ``vision_init``: the stage-2 vision encoder
+    (an ``iv2_encoders.save_pretrained`` folder; its depth − 1 blocks become the chat tower), None: a random
+    tower. The run goes to ``root/stage3`` (``root/stage3-quick``)."""
+    size = _SYNTHETIC_SIZES["quick" if quick else "default"]
+    cfg = _tiny_synthetic_quick() if quick else _tiny_synthetic()
+    root = os.fspath(root)
+    suffix = "-quick" if quick else ""
+    if corpus is None:
+        cfg.data.root, cfg.data.write_synthetic = os.path.join(root, f"corpus{suffix}"), size["clips"]
+    else:
+        cfg.data.root, cfg.data.write_synthetic = os.fspath(corpus), 0
+    cfg.data.held_out = SYNTHETIC_HELD_OUT
+    cfg.model.vision_init = None if vision_init is None else os.fspath(vision_init)
+    cfg.train.output_dir = os.path.join(root, f"stage3{suffix}")
+    return cfg
+
+
 def load_chat_config(source: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ChatTrainConfig:
     """``ChatTrainConfig`` from a flavor name or YAML file (``flavor: NAME`` inside starts from one) and dotted
     ``key=value`` overrides; errors (``iv2_train.ConfigError``) name the key or file."""
@@ -259,8 +295,6 @@ def load_chat_config(source: str | None = None, overrides: list[str] | tuple[str
 def phase_train_config(cfg: ChatTrainConfig, name: str) -> TrainConfig:
     """The runtime config of phase ``name``: ``cfg.train`` with the phase's steps, learning rate, schedule,
     precision and strategy, writing into ``{train.output_dir}/{name}``."""
-    import os
-
     phase: PhaseConfig = getattr(cfg, name)
     base = cfg.train
     optimizer = dataclasses.replace(base.optimizer, lr=phase.lr if phase.lr is not None else base.optimizer.lr)
