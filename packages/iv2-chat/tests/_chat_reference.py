@@ -47,7 +47,7 @@ def expand_pos_embed(pos, built_frames, frames, side):
     (``align_corners=False``), in float64."""
     cls, rest = pos[:, :1], pos[:, 1:]
     c = pos.shape[-1]
-    old_side = int(round((rest.shape[1] // built_frames) ** 0.5))
+    old_side = round((rest.shape[1] // built_frames) ** 0.5)
     if frames != built_frames:
         t = rest.reshape(1, built_frames, -1, c).permute(0, 2, 3, 1).reshape(-1, c, built_frames)
         t = torch.nn.functional.interpolate(t, size=frames, mode="linear")

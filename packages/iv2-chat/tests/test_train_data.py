@@ -45,7 +45,7 @@ def test_mcqa_turn_is_the_mvbench_prompt_with_its_answer(llm_tokenizer):
     assert turn["a"] == "Best option:(C) down"
     assert turn["q"].startswith("Question: In which direction") and turn["q"].endswith("Only give the best option.")
     # The training string is the MVBench evaluation prompt followed by the answer.
-    from iv2_chat import VIDEO_PLACEHOLDER, training_conversation, tokenize_training_conversation
+    from iv2_chat import VIDEO_PLACEHOLDER, tokenize_training_conversation, training_conversation
 
     text, instruction = training_conversation([turn | {"i": turn["i"]}])
     prompt = mvbench_prompt("In which direction does it move?", candidates).text.replace(VIDEO_PLACEHOLDER, "")
@@ -141,11 +141,10 @@ def test_time_message_follows_the_real_frames(tmp_path):
 
 
 def test_tiny_vocabulary_covers_the_corpus_and_prompts(llm_tokenizer, qformer_tokenizer):
-    from iv2_data import mcqa_prompt
-    from iv2_data.synthetic import SyntheticCorpus
-
     from iv2_chat import MVBENCH_SYSTEM
     from iv2_chat.train_data import ALIGNMENT_PROMPT
+    from iv2_data import mcqa_prompt
+    from iv2_data.synthetic import SyntheticCorpus
 
     corpus = SyntheticCorpus(num_samples=24, seed=5)
     texts = [MVBENCH_SYSTEM, ALIGNMENT_PROMPT, time_message([0.5, 12.25])]  # what the QFormer may read too

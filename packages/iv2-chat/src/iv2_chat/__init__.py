@@ -8,8 +8,8 @@
 >>> chat.upload(video[0]); chat.chat("What moves?", do_sample=False)
 
 Training: ``train(load_chat_config("tiny-synthetic"))`` or ``train(synthetic_config(root, corpus=...,
-vision_init=..., quick=...))`` (the demo's stage 3; ``result.metrics``) (or ``iv2-chat train tiny-synthetic``); a trained
-model: ``load_chat(run_dir)``, :func:`evaluate_mcqa`, :func:`answer_file`.
+vision_init=..., quick=...))`` (the demo's stage 3; ``result.metrics``) (or ``iv2-chat train
+tiny-synthetic``); a trained model: ``load_chat(run_dir)``, :func:`evaluate_mcqa`, :func:`answer_file`.
 
 The names below are imported on first use (PEP 562), so that ``iv2-chat --help`` does not load torch.
 """

@@ -2,7 +2,7 @@
 
 ::
 
-    iv2-chat train [FLAVOR|config.yaml] [key=value ...]        # tiny-synthetic, tiny-synthetic-quick, internvideo2-chat-8b
+    iv2-chat train [FLAVOR|config.yaml] [key=value ...]    # tiny-synthetic[-quick], internvideo2-chat-8b
     iv2-chat ask --model RUN --video clip.mp4 --question "What moves?"      (answer streamed)
     iv2-chat batch questions.jsonl --model RUN --output answers.jsonl        (resumable)
     iv2-chat eval mcqa mcqa.json --model RUN [--num-frames 16] [--output DIR]
@@ -121,7 +121,6 @@ def _done_note(args: argparse.Namespace) -> str:
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from iv2_encoders import CheckpointError
-
     from iv2_train import ConfigError
 
     return (FileNotFoundError, ConfigError, CheckpointError, ValueError, OSError)
@@ -180,7 +179,7 @@ def _ask(args: argparse.Namespace) -> int:
             print(f"> {question}")
         streamed: list[str] = []
 
-        def show(text: str) -> None:
+        def show(text: str, streamed: list[str] = streamed) -> None:
             streamed.append(text)
             print(text, end="", flush=True)
 

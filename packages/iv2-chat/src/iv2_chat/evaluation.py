@@ -41,6 +41,9 @@ class MCQAReport:
     total: int
     chance: float
     failed: list[dict[str, Any]] = field(default_factory=list)
+    # The predicted option's text equals the answer's, whatever its letter (a diagnostic, not MVBench's rule:
+    # it shows what the model saw when it has not yet learnt to point at the option's letter).
+    accuracy_content: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,7 +52,8 @@ class MCQAReport:
         """A plain-text table (one row per task, then the overall row)."""
         rows = [f"{'task':<12} {'items':>6} {'official':>9} {'strict':>8}"]
         for task, row in self.tasks.items():
-            rows.append(f"{task:<12} {row['total']:>6} {100 * row['accuracy']:>8.1f}% {100 * row['accuracy_strict']:>7.1f}%")
+            rows.append(f"{task:<12} {row['total']:>6} {100 * row['accuracy']:>8.1f}% "
+                        f"{100 * row['accuracy_strict']:>7.1f}%")
         rows.append(f"{'overall':<12} {self.total:>6} {100 * self.accuracy:>8.1f}% {100 * self.accuracy_strict:>7.1f}%"
                     f"   (chance {100 * self.chance:.1f}%)")
         if self.failed:
@@ -160,8 +164,18 @@ def _answer_mcqa(chat: VideoChat, samples: Sequence[tuple[int, Mapping[str, Any]
         rows.append({"index": index, "task": sample.get("task") or "mcqa", "question": sample["question"],
                      "prediction": prediction, "answer": answer, "correct": check_answer(prediction, answer),
                      "correct_strict": check_answer_strict(prediction, answer),
+                     "correct_content": option_text(prediction) == option_text(answer),
                      "options": len(sample["candidates"])})
     return rows
+
+
+def option_text(answer: str) -> str:
+    """The option text of ``"(B) down."`` → ``"down"`` (lower case, no final full stop): what
+    ``accuracy_content`` compares. Not an official rule: a diagnostic beside them."""
+    text = answer.strip().lower()
+    if text.startswith("(") and ")" in text:
+        text = text.split(")", 1)[1]
+    return text.strip().rstrip(".").strip()
 
 
 def _report(rows: Iterable[Mapping[str, Any]]) -> MCQAReport:
@@ -171,20 +185,24 @@ def _report(rows: Iterable[Mapping[str, Any]]) -> MCQAReport:
         if "error" in row:
             failed.append({"index": row["index"], "error": row["error"]})
             continue
-        t = tasks.setdefault(row["task"], {"total": 0, "correct": 0, "correct_strict": 0})
+        t = tasks.setdefault(row["task"], {"total": 0, "correct": 0, "correct_strict": 0, "correct_content": 0})
         t["total"] += 1
         t["correct"] += int(row["correct"])
         t["correct_strict"] += int(row["correct_strict"])
+        t["correct_content"] += int(row.get("correct_content", False))
         chance_sum += 1.0 / max(int(row.get("options", 4)), 1)
         total += 1
     for t in tasks.values():
         t["accuracy"] = t["correct"] / t["total"]
         t["accuracy_strict"] = t["correct_strict"] / t["total"]
+        t["accuracy_content"] = t["correct_content"] / t["total"]
     correct = sum(t["correct"] for t in tasks.values())
     strict = sum(t["correct_strict"] for t in tasks.values())
+    content = sum(t["correct_content"] for t in tasks.values())
     return MCQAReport(tasks=dict(sorted(tasks.items())), accuracy=correct / total if total else 0.0,
                       accuracy_strict=strict / total if total else 0.0, total=total,
-                      chance=chance_sum / total if total else 0.0, failed=failed)
+                      chance=chance_sum / total if total else 0.0, failed=failed,
+                      accuracy_content=content / total if total else 0.0)
 
 
 def _fingerprint(value: Any) -> str:
@@ -339,7 +357,8 @@ def _read_inputs(path: Path) -> list[dict[str, Any]]:
             row = json.loads(line)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}, line {number}: not a JSON object ({error.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("video"), str) or not isinstance(row.get("question"), str):
+        if not (isinstance(row, dict) and isinstance(row.get("video"), str)
+                and isinstance(row.get("question"), str)):
             raise ValueError(f"{path}, line {number}: needs string fields 'video' and 'question', got {line[:120]!r}")
         video = Path(row["video"])
         full = video if video.is_absolute() else path.parent / video

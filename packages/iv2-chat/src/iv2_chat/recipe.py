@@ -26,7 +26,6 @@ whose starting weights changed since it began (an earlier phase was retrained) i
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -230,7 +229,6 @@ def ensure_corpus(cfg: ChatTrainConfig) -> Path:
     root = Path(cfg.data.root)
     if cfg.data.write_synthetic:
         from iv2_data.synthetic import write_corpus
-
         from iv2_train import barrier, get_rank
 
         marker = root / "corpus.json"
@@ -290,7 +288,6 @@ def phase_data(cfg: ChatTrainConfig, phase: PhaseConfig, model_cfg: ChatConfig, 
                qformer_tokenizer: Any, reader: Any = None):
     """The phase's training data: one ``ResumableBatches`` per sample kind, mixed by ``iv2_train.MetaLoader``."""
     import iv2_data
-
     from iv2_train import MetaLoader, ResumableBatches
 
     num_frames = phase.num_frames or model_cfg.vision.num_frames
@@ -430,10 +427,12 @@ def run_metrics(history: Mapping[str, Path], report: Mapping[str, Any] | None) -
         metrics["loss_first"], metrics["loss_last"] = losses[0], losses[-1]
     if report:
         metrics.update(mcqa_accuracy=float(report["accuracy"]), mcqa_accuracy_strict=float(report["accuracy_strict"]),
+                       mcqa_accuracy_content=float(report.get("accuracy_content", 0.0)),
                        chance=float(report["chance"]), mcqa_items=float(report["total"]))
         for task, row in report["tasks"].items():
             metrics[f"mcqa_accuracy_{task}"] = float(row["accuracy"])
             metrics[f"mcqa_accuracy_strict_{task}"] = float(row["accuracy_strict"])
+            metrics[f"mcqa_accuracy_content_{task}"] = float(row.get("accuracy_content", 0.0))
     return metrics
 
 
@@ -573,15 +572,17 @@ def chat_train_summary(result: ChatTrainResult) -> str:
     if result.mcqa:
         m = result.mcqa
         lines.append(f"MC-QA on {m['total']} held-out items: {100 * m['accuracy']:.1f}% (strict "
-                     f"{100 * m['accuracy_strict']:.1f}%, chance {100 * m['chance']:.0f}%)")
+                     f"{100 * m['accuracy_strict']:.1f}%, option text {100 * m.get('accuracy_content', 0):.1f}%, "
+                     f"chance {100 * m['chance']:.0f}%)")
         for task, row in m["tasks"].items():
             lines.append(f"  {task}: {100 * row['accuracy']:.1f}% (strict {100 * row['accuracy_strict']:.1f}%, "
-                         f"{row['total']} items)")
+                         f"option text {100 * row.get('accuracy_content', 0):.1f}%, {row['total']} items)")
         lines.append(f"report: {result.mcqa_path}")
     return "\n".join(lines)
 
 
 __all__ = [
     "CachedVideoReader", "ChatObjective", "ChatTrainResult", "build_chat_config", "chat_train_summary",
-    "load_tokenizers", "load_vision_init", "run_metrics", "set_trainable", "split_held_out", "train", "trainable_export",
+    "load_tokenizers", "load_vision_init", "run_metrics", "set_trainable", "split_held_out", "train",
+    "trainable_export",
 ]

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from iv2_train.config import (
     CheckpointConfig,
@@ -184,6 +185,13 @@ class ChatTrainConfig:
 
 
 # ------------------------------------------------------------------------------------------------- flavors
+# The demo's two sizes (issue 16): the corpus written when none is given, steps and warmup of the one phase.
+_SYNTHETIC_SIZES: dict[str, dict[str, int]] = {
+    "default": {"clips": 768, "steps": 1000, "warmup": 30},
+    "quick": {"clips": 256, "steps": 150, "warmup": 10},
+}
+
+
 def _runtime(output_dir: str, **distributed: Any) -> TrainConfig:
     # AdamW (0.9, 0.999), weight decay 0.02, no clipping: every official VideoChat2 stage (REFERENCE k).
     return TrainConfig(
@@ -199,26 +207,33 @@ def _runtime(output_dir: str, **distributed: Any) -> TrainConfig:
 
 
 def _tiny_synthetic() -> ChatTrainConfig:
-    """The demo: the synthetic corpus, the tiny model, CPU, a few minutes; learns the MC questions."""
-    phase = dict(warmup_steps=50, min_lr_ratio=0.1, batch_size=16)
+    """The demo: the synthetic corpus, the tiny model, CPU, a few minutes. Instruction tuning on the training
+    clips' multiple-choice items (four per conversation, options reshuffled on every read), one thread."""
+    size = _SYNTHETIC_SIZES["default"]
     cfg = ChatTrainConfig(
         model=ChatModelSpec(name="tiny-synthetic"),
-        data=ChatDataConfig(root="runs/synthetic-corpus", write_synthetic=640, held_out=64, cache_videos=True,
-                            question_in_instruction=True),
-        align=PhaseConfig(max_steps=0, lr=1e-3, data=("video_text",), train_lora=False, **phase),
-        instruct=PhaseConfig(max_steps=1500, lr=1e-3, data=("instructions", "mcqa"), **phase),
+        data=ChatDataConfig(root="runs/synthetic-corpus", write_synthetic=size["clips"], held_out=64,
+                            cache_videos=True, question_in_instruction=True, shuffle_options=True,
+                            mcqa_per_conversation=4),
+        align=PhaseConfig(max_steps=0, lr=1e-3, data=("video_text",), train_lora=False, batch_size=16),
+        instruct=PhaseConfig(max_steps=size["steps"], lr=2e-3, warmup_steps=size["warmup"], min_lr_ratio=0.1,
+                             batch_size=16, data=("mcqa",)),
         evaluation=ChatEvalConfig(batch_size=64, max_new_tokens=8),
         train=_runtime("runs/chat-tiny-synthetic", precision="fp32"),
+        torch_threads=1,
     )
-    cfg.train.checkpoint.every_steps = 500
+    cfg.train.checkpoint.every_steps = 250
     cfg.train.logging.every_steps = 25
     return cfg
 
 
 def _tiny_synthetic_quick() -> ChatTrainConfig:
+    size = _SYNTHETIC_SIZES["quick"]
     cfg = _tiny_synthetic()
-    cfg.instruct.max_steps = 250
-    cfg.instruct.warmup_steps = 10
+    cfg.data.write_synthetic = size["clips"]
+    cfg.instruct.max_steps = size["steps"]
+    cfg.instruct.warmup_steps = size["warmup"]
+    cfg.train.logging.every_steps = 10
     cfg.train.output_dir = "runs/chat-tiny-synthetic-quick"
     return cfg
 
@@ -255,11 +270,6 @@ CHAT_FLAVORS: dict[str, Callable[[], ChatTrainConfig]] = {
 }
 
 
-# The demo's two sizes (issue 16): the corpus written when none is given, steps and warmup of the one phase.
-_SYNTHETIC_SIZES: dict[str, dict[str, int]] = {
-    "default": {"clips": 768, "steps": 1500, "warmup": 50},
-    "quick": {"clips": 256, "steps": 250, "warmup": 10},
-}
 SYNTHETIC_HELD_OUT = 64  # the demo holds out the last 64 clips in every stage
 
 

@@ -56,7 +56,7 @@ def alignment_conversation(tokenizer: Any, caption: str, *, media: str = "video"
     """The alignment sample of ``videochat2_pt_mistral``: ``[INST] <Video>`` | slots |
     ``</Video> {prompt} [/INST]`` then ``{caption}</s>`` (each piece tokenised without special tokens; the
     batch prepends the BOS slot). Labels: the caption and ``</s>`` only."""
-    start, end = MEDIA_TOKENS[media] if media in MEDIA_TOKENS else (None, None)
+    start, end = MEDIA_TOKENS.get(media, (None, None))
     if start is None:
         raise ValueError(f"media must be 'video' or 'image', got {media!r}")
     if prompt is None:
