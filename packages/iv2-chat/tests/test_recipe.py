@@ -69,3 +69,31 @@ def test_rerun_of_a_finished_run_returns_the_same_result_without_training(quick_
     assert again.metrics == result.metrics
     assert again.phases["instruct"].step == cfg.instruct.max_steps
     assert time.perf_counter() - started < 0.5 * sum(result.seconds.values()) + 5
+
+
+def test_a_stage2_encoder_folder_becomes_the_chat_tower(tmp_path):
+    """``model.vision_init``: a stage-2 ``save_pretrained`` folder; the chat tower is its first depth - 1
+    blocks with the same weights (the official chat tower drops the last block and the pooling head)."""
+    import torch
+    from iv2_encoders import create_model, save_pretrained
+
+    from iv2_chat import ChatModelSpec, VideoChatModel
+    from iv2_chat.recipe import build_chat_config, load_vision_init
+
+    torch.manual_seed(3)
+    encoder = create_model("internvideo2-tiny", num_frames=4)
+    save_pretrained(encoder, tmp_path / "vision")
+    cfg = build_chat_config(ChatModelSpec(name="tiny-synthetic", vision_init=str(tmp_path / "vision")))
+    assert cfg.vision.depth == encoder.cfg.depth - 1 and cfg.vision.embed_dim == encoder.cfg.embed_dim
+    torch.manual_seed(4)
+    model = VideoChatModel(cfg)
+    load_vision_init(model, tmp_path / "vision")
+    tower, source = model.vision_encoder.state_dict(), encoder.state_dict()
+    compared = 0
+    for key, value in tower.items():
+        name = key.replace(".ls1", ".ls1.gamma").replace(".ls2", ".ls2.gamma") if ".ls" in key else key
+        if name in source and not key.startswith("img_pos_embed"):
+            assert torch.equal(value, source[name]), key
+            compared += 1
+    assert compared >= len(tower) - 1  # every tensor but the image position table
+    assert not any(k.startswith(f"blocks.{encoder.cfg.depth - 1}.") for k in tower)
