@@ -75,10 +75,10 @@ def test_a_stage2_encoder_folder_becomes_the_chat_tower(tmp_path):
     """``model.vision_init``: a stage-2 ``save_pretrained`` folder; the chat tower is its first depth - 1
     blocks with the same weights (the official chat tower drops the last block and the pooling head)."""
     import torch
-    from iv2_encoders import create_model, save_pretrained
 
     from iv2_chat import ChatModelSpec, VideoChatModel
     from iv2_chat.recipe import build_chat_config, load_vision_init
+    from iv2_encoders import create_model, save_pretrained
 
     torch.manual_seed(3)
     encoder = create_model("internvideo2-tiny", num_frames=4)
