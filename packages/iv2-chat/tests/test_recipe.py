@@ -97,3 +97,48 @@ def test_a_stage2_encoder_folder_becomes_the_chat_tower(tmp_path):
             compared += 1
     assert compared >= len(tower) - 1  # every tensor but the image position table
     assert not any(k.startswith(f"blocks.{encoder.cfg.depth - 1}.") for k in tower)
+
+
+def test_resume_from_a_checkpoint_is_exact(corpus256, tmp_path):
+    """A run stopped after its step-8 checkpoint (its newer checkpoint and final export removed, as a kill
+    leaves it) and started again ends with the very weights of an uninterrupted run."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from iv2_chat import synthetic_config, train
+
+    def config(root):
+        cfg = synthetic_config(root, corpus=corpus256, quick=True)
+        cfg.instruct.max_steps, cfg.instruct.batch_size = 12, 4
+        cfg.train.checkpoint.every_steps, cfg.train.checkpoint.keep_last = 4, 3
+        cfg.train.logging.progress, cfg.train.logging.every_steps = "none", 1
+        cfg.evaluation.enabled = False
+        return cfg
+
+    whole = train(config(tmp_path / "whole"))
+    cut_cfg = config(tmp_path / "cut")
+    train(cut_cfg)
+    phase = tmp_path / "cut" / "stage3-quick" / "instruct"
+    shutil.rmtree(phase / "final")
+    newest = sorted((phase / "checkpoints").glob("step_*"))[-1]
+    assert newest.name.endswith("12")
+    shutil.rmtree(newest)
+    resumed = train(cut_cfg)
+    assert resumed.phases["instruct"].step == 12
+    # it went on from step 8 (not from scratch) and its losses are the uninterrupted run's
+    again = {r["step"]: r["loss"] for r in resumed.phases["instruct"].history}
+    assert sorted(again) == [9, 10, 11, 12]
+    first = {r["step"]: r["loss"] for r in whole.phases["instruct"].history}
+    assert all(abs(again[s] - first[s]) < 1e-6 for s in again)
+    a = load_file(tmp_path / "whole" / "stage3-quick" / "instruct" / "final" / "model.safetensors")
+    b = load_file(phase / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch_equal(a[key], b[key]), key
+
+
+def torch_equal(x, y) -> bool:
+    import torch
+
+    return torch.allclose(x, y, rtol=0, atol=1e-6)
