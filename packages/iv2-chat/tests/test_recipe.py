@@ -142,3 +142,28 @@ def torch_equal(x, y) -> bool:
     import torch
 
     return torch.allclose(x, y, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_process_gloo_run_trains_and_exports(corpus256, tmp_path):
+    """``torchrun --nproc-per-node 2 -m iv2_chat.cli train``: DDP over gloo on CPU, every rank in step (a rank
+    that fell out of step would hang or fail the collective), one export and one evaluation by rank 0."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+           "iv2_chat.cli", "train", "tiny-synthetic-quick", f"data.root={corpus256}", "data.write_synthetic=0",
+           f"train.output_dir={out}", "instruct.max_steps=6", "instruct.batch_size=4", "evaluation.limit=8",
+           "train.logging.every_steps=1", "train.logging.progress=none", "train.distributed.strategy=ddp"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = [json.loads(x) for x in (out / "instruct" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and all(r["skipped"] == 0 for r in rows)
+    assert (out / "model" / "model.safetensors").is_file()
+    report = json.loads((out / "eval" / "mcqa.json").read_text())
+    assert report["total"] == 8
+    assert "2 process" in proc.stdout + proc.stderr
