@@ -216,7 +216,7 @@ def _tiny_synthetic() -> ChatTrainConfig:
                             cache_videos=True, question_in_instruction=True, shuffle_options=True,
                             mcqa_per_conversation=4),
         align=PhaseConfig(max_steps=0, lr=1e-3, data=("video_text",), train_lora=False, batch_size=16),
-        instruct=PhaseConfig(max_steps=size["steps"], lr=2e-3, warmup_steps=size["warmup"], min_lr_ratio=0.1,
+        instruct=PhaseConfig(max_steps=size["steps"], lr=1e-3, warmup_steps=size["warmup"], min_lr_ratio=0.1,
                              batch_size=16, data=("mcqa",)),
         evaluation=ChatEvalConfig(batch_size=64, max_new_tokens=8),
         train=_runtime("runs/chat-tiny-synthetic", precision="fp32"),
