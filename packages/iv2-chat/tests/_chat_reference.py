@@ -41,15 +41,39 @@ def attention(q, k, v, heads, additive=None):
     return (probs @ split(v)).transpose(1, 2).reshape(b, nq, c)
 
 
+def expand_pos_embed(pos, built_frames, frames, side):
+    """The chat tower's run-time ``expand_pos_embed`` (IV2-chat modeling_internvideo2_vit): class row kept;
+    the rest linear in time (``F.interpolate(mode="linear")`` over frames), then bicubic in space
+    (``align_corners=False``), in float64."""
+    cls, rest = pos[:, :1], pos[:, 1:]
+    c = pos.shape[-1]
+    old_side = round((rest.shape[1] // built_frames) ** 0.5)
+    if frames != built_frames:
+        t = rest.reshape(1, built_frames, -1, c).permute(0, 2, 3, 1).reshape(-1, c, built_frames)
+        t = torch.nn.functional.interpolate(t, size=frames, mode="linear")
+        rest = t.reshape(1, -1, c, frames).permute(0, 3, 1, 2).reshape(1, -1, c)
+    if side != old_side:
+        s = rest.reshape(frames, old_side, old_side, c).permute(0, 3, 1, 2)
+        s = torch.nn.functional.interpolate(s, size=(side, side), mode="bicubic", align_corners=False)
+        rest = s.permute(0, 2, 3, 1).reshape(1, -1, c)
+    return torch.cat([cls, rest], dim=1)
+
+
 def vision_tower(sd, video, heads, depth, eps=1e-6):
-    """Chat tower (no pooling): tokens (B, 1 + T·HW, D), class first; T == 1 uses img_pos_embed."""
+    """Chat tower (no pooling): tokens (B, 1 + T·HW, D), class first; T == 1 uses img_pos_embed; other frame
+    counts / sizes than the position table's are interpolated at run time (:func:`expand_pos_embed`)."""
     w = _f64(sd, "vision_encoder.")
     x = torch.nn.functional.conv3d(video.double(), w["patch_embed.proj.weight"], w["patch_embed.proj.bias"],
                                    stride=tuple(w["patch_embed.proj.weight"].shape[2:]))
     b, c = x.shape[:2]
     x = x.flatten(2).transpose(1, 2)
     x = torch.cat([w["cls_token"].expand(b, 1, c), x], dim=1)
-    pos = w["img_pos_embed"] if video.shape[2] == 1 else w["pos_embed"]
+    frames, side = video.shape[2], int(round((x.shape[1] - 1) / video.shape[2]) ** 0.5)
+    pos = w["img_pos_embed"] if frames == 1 else w["pos_embed"]
+    built_side = int(round(w["img_pos_embed"].shape[1] - 1) ** 0.5)
+    built_frames = 1 if frames == 1 else (pos.shape[1] - 1) // built_side**2
+    if pos.shape[1] != x.shape[1]:
+        pos = expand_pos_embed(pos, built_frames, frames, side)
     x = x + pos
     for i in range(depth):
         p = f"blocks.{i}."

@@ -68,10 +68,25 @@ def test_image_uses_the_image_position_table(make_model):
     _assert_close(out.embeds, embeds, 1e-5)
 
 
-def test_other_frame_counts_are_refused_clearly_for_now(make_model):
-    model = make_model()
-    with pytest.raises(ValueError, match="built for 4 frames"):
-        model.encode_video(torch.randn(1, 3, 8, 28, 28))
+@pytest.mark.parametrize("frames,size", [(8, 28), (16, 28), (2, 42), (8, 42), (1, 42)])
+def test_other_frame_counts_and_sizes_interpolate_at_run_time(make_model, qformer_tokenizer, frames, size):
+    """16-frame MVBench on the 4-frame tower, other sizes, an image at another size: the position table is
+    resampled at every forward as the official chat tower does (checked against the float64 reference)."""
+    model = make_model(seed=7)
+    video = torch.randn(2, 3, frames, size, size, generator=torch.Generator().manual_seed(frames * size))
+    enc = qformer_tokenizer(["watch", "watch the red circle"], padding="longest", return_tensors="pt")
+    with torch.no_grad():
+        out = model.encode_video(video, enc["input_ids"], enc["attention_mask"])
+    tokens, query_output, embeds = _reference(model, video, enc["input_ids"], enc["attention_mask"])
+    assert out.vision_tokens.shape == (2, 1 + frames * (size // 14) ** 2, 32)
+    _assert_close(out.vision_tokens, tokens, 1e-5)
+    _assert_close(out.query_output, query_output, 1e-5)
+    _assert_close(out.embeds, embeds, 1e-5)
+
+
+def test_frames_that_do_not_fit_the_patches_are_errors(make_model):
+    with pytest.raises(ValueError, match="not a \\(non-zero\\) multiple of the patch size 14"):
+        make_model().encode_video(torch.randn(1, 3, 4, 30, 30))
 
 
 def test_bad_instruction_shapes_are_errors(make_model):

@@ -76,6 +76,8 @@ class VideoChat:
         self.template = template
         self.generation = {**OFFICIAL_GENERATION, **(generation or {})}
         self.history: list[tuple[str, str]] = []
+        # how the model's inputs are made (frames, size, mean/std, ...), set by iv2_chat.load_chat
+        self.settings: dict[str, Any] = {}
         self._visual: torch.Tensor | None = None
         self._media = "video"
         self._msg = ""
@@ -100,12 +102,21 @@ class VideoChat:
         self.history = []
 
     @torch.no_grad()
-    def encode(self, videos: Sequence[torch.Tensor], *, hd: bool = False) -> list[torch.Tensor]:
-        """Visual embeddings ``(n_slots, llm_width)`` of each ``(3, T, H, W)`` video."""
+    def encode(self, videos: Sequence[torch.Tensor], *, hd: bool = False,
+               instructions: Sequence[str] | None = None) -> list[torch.Tensor]:
+        """Visual embeddings ``(n_slots, llm_width)`` of each ``(3, T, H, W)`` video (an HD clip with ``hd``).
+        The QFormer reads ``instructions`` (one per video) or else ``qformer_instruction`` (if set)."""
         ids = mask = None
-        if self.qformer_instruction is not None:
-            enc = self.qformer_tokenizer([self.qformer_instruction] * len(videos), padding="longest",
-                                         truncation=True, max_length=512, return_tensors="pt")
+        if instructions is None and self.qformer_instruction is not None:
+            instructions = [self.qformer_instruction] * len(videos)
+        if instructions is not None:
+            if self.qformer_tokenizer is None:
+                raise ValueError("QFormer instructions need the QFormer's tokenizer (qformer_tokenizer=)")
+            if len(instructions) != len(videos):
+                raise ValueError(f"{len(videos)} videos but {len(instructions)} QFormer instructions")
+            limit = int(self.model.cfg.qformer_dict().get("max_position_embeddings", 512))
+            enc = self.qformer_tokenizer(list(instructions), padding="longest", truncation=True,
+                                         max_length=min(512, limit), return_tensors="pt")
             ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
         if hd:
             return self.model.encode_hd_video([v.to(self.device) for v in videos], None, ids, mask)

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iv2_encoders import CheckpointError, LoadResult, read_state_dict
+from iv2_encoders import CheckpointError, LoadResult, load_state_dict_checked, read_state_dict
 from iv2_encoders import load_checkpoint as load_encoder_checkpoint
 
 VIDEOCHAT2_RENAMES = (("mistral_model.", "lm."), ("mistral_proj.", "project_up."))
@@ -96,12 +96,18 @@ def load_checkpoint(
     path: str | os.PathLike | Mapping[str, torch.Tensor],
     *,
     num_frames: int | None = None,
+    strict: bool = True,
 ) -> ChatLoadResult:
-    """Load a chat checkpoint (file or state dict) into ``model`` in place; see the module docstring.
+    """Load a chat checkpoint (file, folder or state dict) into ``model`` in place; see the module docstring.
 
     ``num_frames``: the frame count the checkpoint's vision tower was trained with (inferred when omitted).
-    Returns :class:`ChatLoadResult`; a key whose shape differs raises :class:`iv2_encoders.CheckpointError`
-    naming the key and both shapes.
+    Keys go through :func:`checkpoint_key_map` into ``iv2_encoders.load_state_dict_checked`` (the tower through
+    ``iv2_encoders.load_checkpoint``, which resamples its position tables). ``strict`` (default): a parameter
+    the checkpoint lacks is a :class:`iv2_encoders.CheckpointError` naming the keys and the file, except what
+    may come from elsewhere: the frozen base LLM (built from ``cfg.llm``; listed in ``from_llm``), LoRA adapters
+    when the checkpoint holds none (a checkpoint of a model without LoRA: they start as built, B = 0) and the
+    unused ``project_down`` (not in VideoChat2 checkpoints); those are listed in ``missing``. A key whose shape
+    differs raises :class:`iv2_encoders.CheckpointError` naming the key and both shapes.
     """
     source = "state dict" if isinstance(path, Mapping) else str(path)
     sd = dict(path) if isinstance(path, Mapping) else read_state_dict(path)
@@ -116,36 +122,34 @@ def load_checkpoint(
         raise CheckpointError(f"{source}: holds LoRA weights ({stray_lora[0]!r}, ...) but the model has no LoRA; "
                               f"build it with lora=... (iv2_chat.OFFICIAL_LORA) to load them")
 
-    vision = {k.removeprefix("module.")[len("vision_encoder."):]: v for k, v in sd.items()
-              if k.removeprefix("module.").startswith("vision_encoder.")}
-    rest: dict[str, torch.Tensor] = {}
-    dropped: list[str] = []
-    for key, target in mapping.items():
-        if key.removeprefix("module.").startswith("vision_encoder."):
-            continue
-        if target is None:
-            dropped.append(key)
-            continue
-        if tuple(sd[key].shape) != tuple(own[target].shape):
-            raise CheckpointError(f"{source}: key {key!r} (model key {target!r}) has shape {tuple(sd[key].shape)} "
-                                  f"but the model expects {tuple(own[target].shape)}")
-        rest[target] = sd[key]
+    def is_vision(key: str) -> bool:
+        return key.removeprefix("module.").startswith("vision_encoder.")
 
+    vision = {k.removeprefix("module.")[len("vision_encoder."):]: v for k, v in sd.items() if is_vision(k)}
+    rest = {k: v for k, v in sd.items() if not is_vision(k)}
+    base_llm = sorted(k for k in own if k.startswith("lm.") and not _is_lora(k))
+    fresh_lora = [] if any(_is_lora(v or "") for k, v in mapping.items() if k in rest) else \
+        [k for k in own if _is_lora(k)]
+    may_miss = ("vision_encoder.", "project_down.", *base_llm, *fresh_lora)
+    loaded = load_state_dict_checked(model, rest, source=source, strict=strict, rename=mapping.get,
+                                     allow_missing=may_miss)
+    missing = [k for k in loaded.missing if not k.startswith("vision_encoder.")]
+    dropped = list(loaded.dropped)
     vision_missing: list[str] = [k for k in own if k.startswith("vision_encoder.")]
     if vision:
-        tower = load_encoder_checkpoint(model.vision_encoder, vision, num_frames=num_frames)
+        tower = load_encoder_checkpoint(model.vision_encoder, vision, num_frames=num_frames, strict=strict,
+                                        source=source)
         vision_missing = ["vision_encoder." + k for k in tower.missing]
         dropped += ["vision_encoder." + k for k in tower.dropped]
         num_frames = tower.num_frames
-    meta = any(p.is_meta for p in model.parameters())
-    model.load_state_dict(rest, strict=False, assign=meta)
-
-    missing = sorted(vision_missing + [k for k in own if not k.startswith("vision_encoder.") and k not in rest])
+    elif strict:
+        raise CheckpointError(f"{source}: holds no vision tower (vision_encoder.*); pass strict=False to keep "
+                              f"the model's")
     # Base-LLM weights a (trainable-only / adapter) checkpoint does not hold stay as built from cfg.llm.
-    base_llm = {k for k in own if k.startswith("lm.") and not _is_lora(k)}
-    from_llm = [k for k in missing if k in base_llm]
-    missing = [k for k in missing if k not in base_llm]
-    return ChatLoadResult(missing=missing, dropped=sorted(dropped), num_frames=num_frames, from_llm=from_llm)
+    from_llm = [k for k in missing if k in set(base_llm)]
+    missing = sorted(vision_missing + [k for k in missing if k not in set(base_llm)])
+    return ChatLoadResult(missing=missing, dropped=sorted(dropped), num_frames=num_frames, from_llm=from_llm,
+                          source=source)
 
 
 def export_state_dict(

@@ -85,14 +85,15 @@ def chat_vision_config(encoder: VideoEncoderConfig | str, return_index: int = -2
     As the official ``PretrainVisionTransformer_clean(x_vis_return_idx=-2, x_vis_only=True)``: depth
     ``depth + return_index + 1`` (the output of the second-to-last block), every token returned (no pooling
     head), a learnable image position table, bare LayerScale names, LayerScale in the compute dtype
-    (``layerscale_no_force_fp32``).
+    (``layerscale_no_force_fp32``), and other frame counts and sizes than built accepted by interpolating the
+    position table at run time (the chat tower's ``expand_pos_embed``: 16-frame MVBench on the 8-frame tower).
     """
     cfg = get_config(encoder) if isinstance(encoder, str) else encoder
     if not -cfg.depth <= return_index < 0:
         raise ValueError(f"return_index must be in [-{cfg.depth}, -1] for a {cfg.depth}-block encoder, "
                          f"got {return_index}")
     tower = dict(depth=cfg.depth + return_index + 1, pool_head=False, sep_image_video_pos_embed=True,
-                 layerscale_keys="bare", layerscale_force_fp32=False)
+                 layerscale_keys="bare", layerscale_force_fp32=False, interpolate_pos_embed_at_runtime=True)
     tower.update(overrides)
     return cfg.replace(**tower)
 
@@ -211,9 +212,16 @@ def _tiny() -> ChatConfig:
     return tiny_chat_config()
 
 
+def _tiny_synthetic() -> ChatConfig:
+    from .tiny import tiny_synthetic_chat_config
+
+    return tiny_synthetic_chat_config()
+
+
 _CHAT_CONFIGS = {
     "internvideo2-chat-8b": _internvideo2_chat_8b,
     "tiny": _tiny,
+    "tiny-synthetic": _tiny_synthetic,
 }
 
 
@@ -222,8 +230,9 @@ def list_chat_configs() -> list[str]:
 
 
 def chat_config(name: str, **overrides: Any) -> ChatConfig:
-    """A named chat configuration: ``"internvideo2-chat-8b"`` (the release shape) or ``"tiny"`` (tests,
-    demos; matches the offline tokenizers of :mod:`iv2_chat.tiny`). ``overrides`` replace fields."""
+    """A named chat configuration: ``"internvideo2-chat-8b"`` (the release shape), ``"tiny-synthetic"`` (the
+    demo's model) or ``"tiny"`` (tests); the tiny ones match the offline tokenizers of :mod:`iv2_chat.tiny`.
+    ``overrides`` replace fields."""
     if name not in _CHAT_CONFIGS:
         raise KeyError(f"unknown chat config {name!r}; known: {list_chat_configs()}")
     return _CHAT_CONFIGS[name]().replace(**overrides)

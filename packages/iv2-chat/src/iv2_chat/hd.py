@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -90,3 +92,21 @@ def hd_preprocess(
     m = torch.tensor(mean, dtype=resized.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=resized.dtype).view(1, 3, 1, 1)
     return ((resized / 255.0 - m) / s).transpose(0, 1).contiguous(), grid
+
+
+@dataclass(frozen=True)
+class HDTransform:
+    """An ``iv2_data`` video transform (``VideoReadConfig(transform=...)``) giving HD clips: decoded uint8
+    ``(T, H, W, 3)`` frames → :func:`hd_preprocess` → normalised ``(3, T, rows·size, cols·size)``. The reader's
+    raw 0–255 frames go straight into the official HD rule (no crop, no augmentation, as the HD trainer)."""
+
+    size: int = 224
+    max_tiles: int = 6
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be uint8 (T, H, W, 3), got shape {tuple(frames.shape)}")
+        clip, _ = hd_preprocess(frames.permute(0, 3, 1, 2).float(), self.size, self.max_tiles, self.mean, self.std)
+        return clip

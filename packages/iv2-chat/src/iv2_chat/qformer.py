@@ -25,7 +25,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from iv2_encoders.model import DropPath
+from iv2_encoders import DropPath
 
 # (transformers name, official name) of a key component, given the component before it.
 _PARENT_RENAMES = {

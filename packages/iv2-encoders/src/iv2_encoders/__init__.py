@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "tube_mask": "masking",
     # model
     "AttentionPoolingHead": "model",
+    "DropPath": "model",
     "EncoderOutput": "model",
     "VideoEncoder": "model",
     "layerscale_key_map": "model",
@@ -87,6 +88,7 @@ if TYPE_CHECKING:  # what static analysis and IDEs see; the table above is what 
     )
     from .model import (  # noqa: F401
         AttentionPoolingHead,
+        DropPath,
         EncoderOutput,
         VideoEncoder,
         layerscale_key_map,
