@@ -21,7 +21,8 @@ PROG = "iv2-distill"
 # Flavor names, kept here so that --help needs no import of the recipe (a test holds them equal).
 FLAVOR_NAMES = ("tiny-synthetic", "tiny-synthetic-quick", "1b", "6b", "s14", "b14", "l14")
 CONFIG_HELP = (f"a flavor ({', '.join(FLAVOR_NAMES)}) or a YAML file (which may start from one with "
-               "'flavor: NAME'), then dotted overrides such as train.max_steps=100 data.batch_size=16")
+               "'flavor: NAME'), then dotted overrides such as train.max_steps=100 data.batch_size=16 "
+               "(default: tiny-synthetic)")
 
 
 class UsageError(Exception):
