@@ -19,7 +19,7 @@ IV2 = Path(sys.executable).with_name("iv2")
 # every help page a user can reach through `iv2` for the packages of this repository
 HELP_PAGES = [
     [], ["extract"], ["models"], ["data"], ["data", "shard"], ["data", "synth"], ["data", "curate"],
-    ["train"], ["train", "show"], ["train", "plot"], ["train", "estimate"], ["versions"], ["demo"], ["distill"], ["align"],
+    ["train"], ["train", "show"], ["train", "plot"], ["train", "estimate"], ["versions"], ["demo"], ["distill"], ["align"], ["chat"],
 ]
 
 

@@ -1,4 +1,4 @@
-"""``iv2-chat``: train the chat stage, chat about a video, answer a JSONL of questions, evaluate MC-QA.
+"""iv2-chat: train the chat stage, chat about a video, answer a JSONL of questions, evaluate MC-QA.
 
 ::
 
@@ -7,8 +7,7 @@
     iv2-chat batch questions.jsonl --model RUN --output answers.jsonl        (resumable)
     iv2-chat eval mcqa mcqa.json --model RUN [--num-frames 16] [--output DIR]
 
-Exit codes: 0 done, 1 the run failed or some inputs failed (recorded; the run went on), 2 usage error,
-130 interrupted (rerun to resume). Nothing here imports torch before a command runs, so ``--help`` is quick.
+Nothing here imports torch before a command runs, so --help is quick.
 """
 
 from __future__ import annotations
@@ -18,17 +17,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from iv2_data.command_line import EXIT_CODES_HELP, HelpFormatter
+
 from .recipe_config import CHAT_FLAVORS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def build_parser() -> argparse.ArgumentParser:
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+def build_parser(prog: str = "iv2-chat") -> argparse.ArgumentParser:
+    formatter = HelpFormatter
     parser = argparse.ArgumentParser(
-        prog="iv2-chat", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, formatter_class=HelpFormatter,
         description="InternVideo2 stage 3: video chat (QFormer → LLM with LoRA), training, MC-QA evaluation.",
-        epilog="Exit codes: 0 done, 1 failed / some inputs failed, 2 usage error, 130 interrupted.")
+        epilog=EXIT_CODES_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     train = commands.add_parser(
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "'flavor: NAME'); then dotted overrides such as instruct.max_steps=200 "
                     "model.vision_init=runs/stage2/vision train.output_dir=runs/chat. "
                     f"Flavors: {', '.join(CHAT_FLAVORS)}.")
-    train.add_argument("config", nargs="?", default="tiny-synthetic", help="flavor name or YAML file")
+    train.add_argument("config", nargs="?", default="tiny-synthetic",
+                       help="flavor name or YAML file (default: tiny-synthetic)")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
 
     model_help = "a chat folder, or a training run's output folder (its model/)"
@@ -96,17 +98,17 @@ def _generation_options(parser: argparse.ArgumentParser, greedy_default: bool) -
     parser.add_argument("--max-new-tokens", type=int, default=200, help="longest answer")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, *, prog: str = "iv2-chat") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     handlers = {"train": _train, "ask": _ask, "batch": _batch, "eval": _eval}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
-        print(f"interrupted{_done_note(args)}, rerun to resume", file=sys.stderr)
+        print(f"{prog}: interrupted{_done_note(args)}, rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except _UserError as error:
-        print(f"iv2-chat {args.command}: error: {error}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {error}", file=sys.stderr)
         return EXIT_FAILED
 
 
