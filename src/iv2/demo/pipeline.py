@@ -49,12 +49,19 @@ def _floats(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _retrieval_fractions(metrics: dict[str, float]) -> dict[str, float]:
-    """iv2-align reports retrieval the official way, in percent (R@1 = 31.2); the demo's report keeps every rate
-    as a fraction (as stages 1 and 3 do): recall and chance keys are divided by 100, the rest kept."""
+# The stage packages report rates the way their official evaluations print them, in percent (k-NN top-1 45.3,
+# R@1 31.2); the demo's report keeps every rate as a fraction, as iv2-chat's MC-QA accuracy is.
+_PERCENT_KEYS = {
+    "stage1": r"^(random_)?(knn_top1|linear_top1|chance)_",
+    "stage2": r"(^|_)(r\d+|r_mean|chance(_\w+)?)$",
+}
+
+
+def _fractions(metrics: dict[str, float], stage: str) -> dict[str, float]:
+    """``metrics`` with the percentages of ``stage`` (see ``_PERCENT_KEYS``) divided by 100, the rest kept."""
     import re
 
-    rate = re.compile(r"(^|_)(r\d+|r_mean|chance(_\w+)?)$")
+    rate = re.compile(_PERCENT_KEYS[stage])
     return {k: v / 100 if rate.search(k) else v for k, v in metrics.items()}
 
 
@@ -90,8 +97,8 @@ def _stage1(settings: DemoSettings, finished: dict[str, dict[str, Any]]) -> dict
     cfg = iv2_distill.synthetic_config(settings.root / "stage1", corpus=corpus_dir(settings), quick=settings.quick)
     set_seeds(cfg, settings.seed)
     result = iv2_distill.train(cfg)
-    return {"metrics": _floats(result.metrics), "encoder_dir": _relative(result.encoder_dir, settings.root),
-            "teachers": result.teachers}
+    return {"metrics": _fractions(_floats(result.metrics), "stage1"),
+            "encoder_dir": _relative(result.encoder_dir, settings.root), "teachers": result.teachers}
 
 
 def _align(settings: DemoSettings, name: str, vision_init: str | None) -> dict[str, Any]:
@@ -102,7 +109,7 @@ def _align(settings: DemoSettings, name: str, vision_init: str | None) -> dict[s
                                      quick=settings.quick)
     set_seeds(cfg, settings.seed)
     result = iv2_align.train(cfg)
-    return {"metrics": _retrieval_fractions(_floats(result.metrics)),
+    return {"metrics": _fractions(_floats(result.metrics), "stage2"),
             "encoder_dir": _relative(result.encoder_dir, settings.root), "vision_init": vision_init}
 
 
