@@ -108,7 +108,7 @@ def test_an_interrupted_demo_resumes_from_the_last_finished_stage(tmp_path, stan
     assert main(["--output", str(tmp_path), "--quick"]) == 130
     assert "interrupted, 2 of 4 stages done" in capsys.readouterr().err
     assert not (tmp_path / "report.json").exists()
-    assert sorted(p.stem for p in (tmp_path / "stages").glob("*.json")) == ["stage1", "stage2"]
+    assert sorted(p.stem for p in (tmp_path / "stages").glob("*.json")) == ["corpus", "stage1", "stage2"]
     state["interrupt"] = None
     calls.clear()
     assert main(["--output", str(tmp_path), "--quick"]) == 0
