@@ -63,6 +63,12 @@ def assert_prints_as_promised(code: str, printed: list[str]) -> None:
         assert claim == line or claim.startswith(line + ":"), (line, claim)
 
 
+def test_the_readme_starts_with_the_demo_then_the_tests():
+    first = commands(blocks("bash")[0])
+    assert first[:2] == [["uv", "run", "iv2", "demo"], ["uv", "run", "pytest"]]
+    assert "docs/demo_summary.png" in README  # the measured demo's plot, embedded
+
+
 def test_the_readme_has_the_commands_this_test_follows():
     cmds = iv2_commands()
     assert ["--help"] in cmds
