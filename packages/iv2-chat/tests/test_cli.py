@@ -45,7 +45,7 @@ def test_common_mistakes_are_one_line_errors(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def chat_folder(tmp_path_factory, llm_tokenizer, qformer_tokenizer):
     import torch
-    from conftest import scramble_
+    from _chat_helpers import scramble_
 
     from iv2_chat import VideoChatModel, read_chat_config, save_chat, save_checkpoint
     from iv2_chat.tiny import tiny_chat_config

@@ -33,7 +33,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def chat_dir(tmp_path_factory, llm_tokenizer, qformer_tokenizer):
     """A chat folder of a tiny random model (4 frames at 28 px)."""
-    from conftest import scramble_
+    from _chat_helpers import scramble_
 
     from iv2_chat import VideoChatModel, read_chat_config
 

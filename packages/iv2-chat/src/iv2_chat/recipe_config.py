@@ -187,7 +187,7 @@ class ChatTrainConfig:
 # ------------------------------------------------------------------------------------------------- flavors
 # The demo's two sizes (issue 16): the corpus written when none is given, steps and warmup of the one phase.
 _SYNTHETIC_SIZES: dict[str, dict[str, int]] = {
-    "default": {"clips": 768, "steps": 1000, "warmup": 30},
+    "default": {"clips": 768, "steps": 3000, "warmup": 30},
     "quick": {"clips": 256, "steps": 100, "warmup": 10},
 }
 
