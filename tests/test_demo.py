@@ -8,16 +8,16 @@ import pytest
 
 from iv2.demo import pipeline
 from iv2.demo.cli import main
-from iv2.demo.pipeline import Stage, set_seeds
+from iv2.demo.pipeline import Stage, config_digest, set_seeds
 
 DESIGN_KEYS = {"stage1": {"loss_first", "loss_last"}, "stage2": {"t2v_r1", "v2t_r1", "chance_r1"},
                "stage3": {"mcqa_accuracy", "chance"}}
 
 
-def _fake_run(name, metrics, calls, *, interrupt=None):
+def _fake_train(name, metrics, calls, *, interrupt=None):
     """A stand-in stage: logs a loss curve like iv2-train (metrics.jsonl under its folder) and returns metrics."""
 
-    def run(settings, finished):
+    def train(settings, cfg):
         calls.append(name)
         if interrupt is not None and interrupt(name):
             raise KeyboardInterrupt
@@ -29,7 +29,13 @@ def _fake_run(name, metrics, calls, *, interrupt=None):
             f.write(json.dumps({"step": 5, "eval/t2v_r1": 0.5}) + "\n")
         return {"metrics": dict(metrics), "encoder_dir": f"{name}/encoder"}
 
-    return run
+    return train
+
+
+@dataclass
+class StandInConfig:
+    steps: int = 10
+    seed: int = 0
 
 
 STAND_IN_METRICS = {
@@ -46,10 +52,12 @@ STAND_IN_METRICS = {
 def stand_ins(monkeypatch):
     """Replace the stages and the corpus writer (the real ones are the end-to-end test's)."""
     calls = []
-    state = {"interrupt": None}
+    state = {"interrupt": None, "steps": {}}
     stages = tuple(Stage(s.name, s.title, s.package,
-                         _fake_run(s.name, STAND_IN_METRICS[s.name], calls,
-                                   interrupt=lambda n: state["interrupt"] == n))
+                         lambda settings, finished, name=s.name: StandInConfig(steps=state["steps"].get(name, 10)),
+                         _fake_train(s.name, STAND_IN_METRICS[s.name], calls,
+                                     interrupt=lambda n: state["interrupt"] == n),
+                         needs=s.needs)
                    for s in pipeline.STAGES)
     monkeypatch.setattr(pipeline, "STAGES", stages)
 
@@ -123,6 +131,23 @@ def test_an_interrupted_demo_resumes_from_the_last_finished_stage(tmp_path, stan
     assert {k: after[k] for k in DESIGN_KEYS} == {k: before[k] for k in DESIGN_KEYS}
 
 
+def test_a_stage_whose_configuration_changed_runs_again_with_what_starts_from_it(tmp_path, stand_ins, capsys):
+    calls, state = stand_ins
+    assert main(["--output", str(tmp_path), "--quick"]) == 0
+    marker = tmp_path / "stage2" / "left-by-the-earlier-run"
+    marker.write_text("")
+    calls.clear()
+    state["steps"]["stage2"] = 20  # e.g. iv2-align's flavor changed between two demo runs
+    assert main(["--output", str(tmp_path), "--quick"]) == 0
+    assert calls == ["stage2", "stage3"]  # stage 3 starts from stage 2's encoder; stage 1 and the ablation stand
+    out = capsys.readouterr().out
+    assert "its configuration changed: running it again" in out and "a stage it starts from ran again" in out
+    assert not marker.exists()  # the stale run folder was cleared, not resumed or reported
+    calls.clear()
+    assert main(["--output", str(tmp_path), "--quick"]) == 0
+    assert calls == []
+
+
 def test_other_settings_in_the_same_folder_are_refused_not_mixed(tmp_path, stand_ins, capsys):
     calls, _ = stand_ins
     assert main(["--output", str(tmp_path), "--quick", "--stages", "stage1"]) == 0
@@ -185,6 +210,12 @@ def test_percentages_of_stages_1_and_2_become_fractions_like_stage_3s():
     out = _fractions(knn, "stage1")
     assert out == pytest.approx({"knn_top1_colour": 0.453125, "linear_top1_object": 0.125, "chance_direction": 0.25,
                                  "random_knn_top1_colour": 0.25, "loss_first": 6.2, "loss_last": 0.5})
+
+
+def test_config_digest_tells_configurations_apart():
+    assert config_digest(StandInConfig()) == config_digest(StandInConfig())
+    assert config_digest(StandInConfig(steps=11)) != config_digest(StandInConfig())
+    assert config_digest(StandInConfig(seed=1)) != config_digest(StandInConfig())
 
 
 def test_help_is_fast_and_names_the_command(capsys):

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -29,7 +30,9 @@ class Stage:
     name: str  # folder under the output and key in report.json
     title: str  # what the progress line and the report call it
     package: str
-    run: Callable[[DemoSettings, dict[str, dict[str, Any]]], dict[str, Any]]  # (settings, finished) -> record
+    configure: Callable[[DemoSettings, dict[str, dict[str, Any]]], Any]  # (settings, finished) -> stage config
+    train: Callable[[DemoSettings, Any], dict[str, Any]]  # (settings, config) -> record
+    needs: tuple[str, ...] = ()  # stages whose products this one starts from
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -91,54 +94,70 @@ def write_corpus(settings: DemoSettings) -> Path:
 
 
 # -------------------------------------------------------------------------------------------------- stages
-def _stage1(settings: DemoSettings, finished: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _configure_stage1(settings: DemoSettings, finished: dict[str, dict[str, Any]]) -> Any:
     import iv2_distill
 
-    cfg = iv2_distill.synthetic_config(settings.root / "stage1", corpus=corpus_dir(settings), quick=settings.quick)
-    set_seeds(cfg, settings.seed)
+    return iv2_distill.synthetic_config(settings.root / "stage1", corpus=corpus_dir(settings), quick=settings.quick)
+
+
+def _train_stage1(settings: DemoSettings, cfg: Any) -> dict[str, Any]:
+    import iv2_distill
+
     result = iv2_distill.train(cfg)
     return {"metrics": _fractions(_floats(result.metrics), "stage1"),
             "encoder_dir": _relative(result.encoder_dir, settings.root), "teachers": result.teachers}
 
 
-def _align(settings: DemoSettings, name: str, vision_init: str | None) -> dict[str, Any]:
+def _configure_align(settings: DemoSettings, name: str, vision_init: str | None) -> Any:
     import iv2_align
 
     init = str(settings.root / vision_init) if vision_init else None
-    cfg = iv2_align.synthetic_config(settings.root / name, corpus=corpus_dir(settings), vision_init=init,
-                                     quick=settings.quick)
-    set_seeds(cfg, settings.seed)
+    return iv2_align.synthetic_config(settings.root / name, corpus=corpus_dir(settings), vision_init=init,
+                                      quick=settings.quick)
+
+
+def _train_align(settings: DemoSettings, cfg: Any) -> dict[str, Any]:
+    import iv2_align
+
     result = iv2_align.train(cfg)
     return {"metrics": _fractions(_floats(result.metrics), "stage2"),
-            "encoder_dir": _relative(result.encoder_dir, settings.root), "vision_init": vision_init}
+            "encoder_dir": _relative(result.encoder_dir, settings.root)}
 
 
-def _stage2(settings: DemoSettings, finished: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return _align(settings, "stage2", finished["stage1"]["encoder_dir"])
-
-
-def _stage2_random(settings: DemoSettings, finished: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return _align(settings, "stage2_random", None)
-
-
-def _stage3(settings: DemoSettings, finished: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _configure_stage3(settings: DemoSettings, finished: dict[str, dict[str, Any]]) -> Any:
     import iv2_chat
 
     init = settings.root / finished["stage2"]["encoder_dir"]
-    cfg = iv2_chat.synthetic_config(settings.root / "stage3", corpus=corpus_dir(settings), vision_init=str(init),
-                                    quick=settings.quick)
-    set_seeds(cfg, settings.seed)
+    return iv2_chat.synthetic_config(settings.root / "stage3", corpus=corpus_dir(settings), vision_init=str(init),
+                                     quick=settings.quick)
+
+
+def _train_stage3(settings: DemoSettings, cfg: Any) -> dict[str, Any]:
+    import iv2_chat
+
     result = iv2_chat.train(cfg)
-    return {"metrics": _floats(result.metrics), "vision_init": finished["stage2"]["encoder_dir"]}
+    return {"metrics": _floats(result.metrics)}
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("stage1", "stage 1: distil two frozen teachers into a video encoder", "iv2-distill", _stage1),
-    Stage("stage2", "stage 2: align video, audio and text (from the stage-1 encoder)", "iv2-align", _stage2),
+    Stage("stage1", "stage 1: distil two frozen teachers into a video encoder", "iv2-distill",
+          _configure_stage1, _train_stage1),
+    Stage("stage2", "stage 2: align video, audio and text (from the stage-1 encoder)", "iv2-align",
+          lambda settings, finished: _configure_align(settings, "stage2", finished["stage1"]["encoder_dir"]),
+          _train_align, needs=("stage1",)),
     Stage("stage2_random", "stage 2 ablation: the same alignment from a random encoder", "iv2-align",
-          _stage2_random),
-    Stage("stage3", "stage 3: QFormer + LoRA on a small LLM, video chat and MC-QA", "iv2-chat", _stage3),
+          lambda settings, finished: _configure_align(settings, "stage2_random", None), _train_align),
+    Stage("stage3", "stage 3: QFormer + LoRA on a small LLM, video chat and MC-QA", "iv2-chat",
+          _configure_stage3, _train_stage3, needs=("stage2",)),
 )
+
+
+def config_digest(config: Any) -> str:
+    """What identifies a stage's run: a hash of its whole config (flavor, sizes, paths, seeds)."""
+    import hashlib
+
+    document = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def stage_record_path(settings: DemoSettings, name: str) -> Path:
@@ -198,36 +217,56 @@ def _run(settings: DemoSettings, stages: tuple[str, ...] | None, echo: Callable[
         write_json(record, {"seconds": corpus_seconds, "clips": settings.corpus_clips})
     finished = finished_stages(settings)
     wanted = _with_needs(stages) if stages else [s.name for s in STAGES]
+    ran: set[str] = set()
     for number, stage in enumerate(STAGES, 1):
         if stage.name not in wanted:
             continue
-        if stage.name in finished:
-            echo(f"[{number}/{len(STAGES)}] {stage.title}: finished earlier ({finished[stage.name]['seconds']:.0f} s)")
+        cfg = stage.configure(settings, finished)
+        set_seeds(cfg, settings.seed)
+        digest = config_digest(cfg)
+        record = finished.get(stage.name)
+        stale = record is not None and (record.get("config") != digest or any(n in ran for n in stage.needs))
+        if record is not None and not stale:
+            echo(f"[{number}/{len(STAGES)}] {stage.title}: finished earlier ({record['seconds']:.0f} s)")
             continue
+        if stale:
+            # Its package's config changed (e.g. a new flavor) or a stage it starts from ran again: the stage's
+            # folder is this demo's own; it is cleared so that no earlier result is reported as this run's.
+            why = "a stage it starts from ran again" if record.get("config") == digest else "its configuration changed"
+            echo(f"[{number}/{len(STAGES)}] {stage.title}: finished earlier, but {why}: running it again")
+            stage_record_path(settings, stage.name).unlink()
+            del finished[stage.name]
+            shutil.rmtree(settings.root / stage.name, ignore_errors=True)
         echo(f"[{number}/{len(STAGES)}] {stage.title} ({stage.package})")
         start = time.monotonic()
         try:
-            record = stage.run(settings, finished)
+            record = stage.train(settings, cfg)
         except KeyboardInterrupt:
             raise StageInterrupted(f"{len(finished)} of {len(STAGES)} stages done") from None
         record["seconds"] = time.monotonic() - start
         record["threads"] = _threads()
+        record["config"] = digest
         write_json(stage_record_path(settings, stage.name), record)
         finished[stage.name] = record
+        ran.add(stage.name)
         echo(f"[{number}/{len(STAGES)}] done in {record['seconds']:.0f} s")
     log.info("demo stages took %.0f s", time.monotonic() - t0)
     return write_report(settings, finished, corpus_seconds=corpus_seconds, echo=echo)
 
 
 def _with_needs(stages: tuple[str, ...]) -> list[str]:
-    needs = {"stage2": ["stage1"], "stage3": ["stage1", "stage2"], "stage2_random": []}
-    names = {s.name for s in STAGES}
-    unknown = sorted(set(stages) - names)
+    """``stages`` and every stage they start from, in run order."""
+    by_name = {s.name: s for s in STAGES}
+    unknown = sorted(set(stages) - set(by_name))
     if unknown:
-        raise ValueError(f"unknown demo stages {unknown}; the stages are {[s.name for s in STAGES]}")
-    out = set(stages)
-    for name in stages:
-        out.update(needs.get(name, []))
+        raise ValueError(f"unknown demo stages {unknown}; the stages are {list(by_name)}")
+    out: set[str] = set()
+    todo = list(stages)
+    while todo:
+        name = todo.pop()
+        if name not in out:
+            out.add(name)
+            todo.extend(by_name[name].needs)
     return [s.name for s in STAGES if s.name in out]
 
 
