@@ -148,6 +148,23 @@ def test_a_stage_whose_configuration_changed_runs_again_with_what_starts_from_it
     assert calls == []
 
 
+def test_a_stage_run_again_alone_removes_the_results_built_on_its_earlier_product(tmp_path, stand_ins, capsys):
+    calls, state = stand_ins
+    assert main(["--output", str(tmp_path), "--quick"]) == 0
+    calls.clear()
+    state["steps"]["stage1"] = 20
+    assert main(["--output", str(tmp_path), "--quick", "--stages", "stage1"]) == 0
+    assert calls == ["stage1"]
+    report = json.loads((tmp_path / "report.json").read_text())
+    # stage 2 and 3 started from the earlier stage-1 encoder: gone from the report and the folder; the ablation stays
+    assert "stage2" not in report and "stage3" not in report and "stage2_random" in report
+    assert not (tmp_path / "stage3").exists() and not (tmp_path / "stages" / "stage3.json").exists()
+    assert "removed" in capsys.readouterr().out
+    calls.clear()
+    assert main(["--output", str(tmp_path), "--quick"]) == 0
+    assert calls == ["stage2", "stage3"]
+
+
 def test_other_settings_in_the_same_folder_are_refused_not_mixed(tmp_path, stand_ins, capsys):
     calls, _ = stand_ins
     assert main(["--output", str(tmp_path), "--quick", "--stages", "stage1"]) == 0

@@ -174,6 +174,13 @@ def finished_stages(settings: DemoSettings) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _forget(settings: DemoSettings, name: str, finished: dict[str, dict[str, Any]]) -> None:
+    """Remove a stage's record and its folder (the demo's own): what it held is not this run's result."""
+    stage_record_path(settings, name).unlink(missing_ok=True)
+    finished.pop(name, None)
+    shutil.rmtree(settings.root / name, ignore_errors=True)
+
+
 class StageInterrupted(KeyboardInterrupt):
     def __init__(self, done: str) -> None:
         super().__init__(done)
@@ -234,9 +241,7 @@ def _run(settings: DemoSettings, stages: tuple[str, ...] | None, echo: Callable[
             # folder is this demo's own; it is cleared so that no earlier result is reported as this run's.
             why = "a stage it starts from ran again" if record.get("config") == digest else "its configuration changed"
             echo(f"[{number}/{len(STAGES)}] {stage.title}: finished earlier, but {why}: running it again")
-            stage_record_path(settings, stage.name).unlink()
-            del finished[stage.name]
-            shutil.rmtree(settings.root / stage.name, ignore_errors=True)
+            _forget(settings, stage.name, finished)
         echo(f"[{number}/{len(STAGES)}] {stage.title} ({stage.package})")
         start = time.monotonic()
         try:
@@ -250,6 +255,12 @@ def _run(settings: DemoSettings, stages: tuple[str, ...] | None, echo: Callable[
         finished[stage.name] = record
         ran.add(stage.name)
         echo(f"[{number}/{len(STAGES)}] done in {record['seconds']:.0f} s")
+        for later in STAGES[number:]:  # results built on this stage's earlier product are no longer this run's
+            if later.name not in wanted and later.name in finished and set(later.needs) & ran:
+                echo(f"      {later.name}: its finished result started from the earlier {stage.name}; removed "
+                     "(run it again with --stages)")
+                _forget(settings, later.name, finished)
+                ran.add(later.name)  # and so, in turn, what starts from it
     log.info("demo stages took %.0f s", time.monotonic() - t0)
     return write_report(settings, finished, corpus_seconds=corpus_seconds, echo=echo)
 
