@@ -13,13 +13,10 @@ from __future__ import annotations
 
 from iv2.demo.cli import build_parser, main
 from iv2.demo.settings import DemoSettings, SettingsConflict
+from iv2_data.lazy import lazy_exports
 
 __all__ = ["DemoSettings", "SettingsConflict", "build_parser", "main", "run_demo"]
 
 
-def __getattr__(name: str):  # PEP 562: the pipeline imports the stage packages (torch) only when used
-    if name == "run_demo":
-        from iv2.demo.pipeline import run_demo
-
-        return run_demo
-    raise AttributeError(f"module 'iv2.demo' has no attribute {name!r}")
+# run_demo imports the stage packages (torch) only when it is looked up
+__getattr__, __dir__ = lazy_exports(__name__, {"run_demo": "pipeline"})

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from iv2.demo.settings import CORPUS_FORMAT, HELD_OUT, DemoSettings, write_json
+from iv2_data.command_line import Interrupted
 
 log = logging.getLogger("iv2.demo")
 
@@ -181,12 +182,6 @@ def _forget(settings: DemoSettings, name: str, finished: dict[str, dict[str, Any
     shutil.rmtree(settings.root / name, ignore_errors=True)
 
 
-class StageInterrupted(KeyboardInterrupt):
-    def __init__(self, done: str) -> None:
-        super().__init__(done)
-        self.done = done
-
-
 # --------------------------------------------------------------------------------------------------- run
 def run_demo(settings: DemoSettings, *, stages: tuple[str, ...] | None = None, echo: Callable[[str], None] | None = None
              ) -> dict[str, Any]:
@@ -247,7 +242,7 @@ def _run(settings: DemoSettings, stages: tuple[str, ...] | None, echo: Callable[
         try:
             record = stage.train(settings, cfg)
         except KeyboardInterrupt:
-            raise StageInterrupted(f"{len(finished)} of {len(STAGES)} stages done") from None
+            raise Interrupted(f"{len(finished)} of {len(STAGES)} stages done") from None
         record["seconds"] = time.monotonic() - start
         record["threads"] = _threads()
         record["config"] = digest

@@ -113,19 +113,6 @@ def metric_files(root: Path, stage: str) -> list[Path]:
     return sorted((root / stage).rglob("metrics.jsonl"))
 
 
-def _series(path: Path) -> dict[str, tuple[list[float], list[float]]]:
-    from iv2_train import read_metrics
-
-    series: dict[str, tuple[list[float], list[float]]] = {}
-    for row in read_metrics(path):
-        for key, value in row.items():
-            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool) and "step" in row:
-                xs, ys = series.setdefault(key, ([], []))
-                xs.append(row["step"])
-                ys.append(value)
-    return series
-
-
 def write_plots(settings: DemoSettings, finished: dict[str, dict[str, Any]], report: dict[str, Any]) -> dict[str, Path]:
     """Per-run PNGs of every logged curve (``plots/curves/<stage>/<run>/``, iv2-train's plotter), one loss
     figure per stage and ``plots/summary.png`` (the three stages' results on one page)."""
@@ -158,12 +145,14 @@ def write_plots(settings: DemoSettings, finished: dict[str, dict[str, Any]], rep
 
 
 def _loss_curves(root: Path, stage: str) -> list[tuple[str, list[float], list[float]]]:
+    from iv2_train import read_metrics
+
     curves = []
     for path in metric_files(root, stage):
-        series = _series(path)
-        if "loss" in series:
+        rows = [row for row in read_metrics(path) if "loss" in row and "step" in row]  # the training rows
+        if rows:
             label = str(path.parent.relative_to(root / stage)).replace("runs/", "")
-            curves.append((label, *series["loss"]))
+            curves.append((label, [row["step"] for row in rows], [row["loss"] for row in rows]))
     return curves
 
 
