@@ -90,6 +90,13 @@ def test_ask_names_an_unreadable_video(chat_folder, tmp_path, capsys):
     assert "bad.mp4" in err and err.strip().count("\n") == 0
 
 
+def test_ask_with_a_question_longer_than_the_context_is_a_one_line_error(chat_folder, videos, capsys):
+    code = main(["ask", "--model", str(chat_folder), "--video", str(videos / "videos" / "000000.mp4"),
+                 "--question", "what " * 600, "--greedy", "--max-new-tokens", "4"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.count("\n") == 0 and "does not fit the 508 available" in err  # 512 positions - 4
+
+
 def test_batch_exit_code_reports_failed_rows(chat_folder, videos, tmp_path, capsys):
     rows = [{"video": str(videos / "videos" / "000001.mp4"), "question": "What moves?"},
             {"video": str(tmp_path / "missing.mp4"), "question": "What moves?"}]

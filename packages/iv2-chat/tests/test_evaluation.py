@@ -196,3 +196,33 @@ def test_a_prompt_longer_than_the_context_is_a_clear_error(chat_dir, corpus):
     context = chat.model.lm.config.max_position_embeddings
     with pytest.raises(ValueError, match=r"does not fit the \d+ available"):
         chat.chat("what " * context, do_sample=False, max_new_tokens=4)
+
+
+def test_a_question_longer_than_the_context_is_recorded_and_the_run_goes_on(chat_dir, corpus, tmp_path):
+    """``batch`` and ``eval mcqa``: an input whose prompt does not fit the LLM's context becomes an error row
+    naming the limit; the others in its batch are answered as they would be without it."""
+    from iv2_data import MultipleChoiceQADataset
+
+    chat = load_chat(chat_dir)
+    context = chat.model.lm.config.max_position_embeddings
+    questions = _questions(tmp_path, corpus, broken=False)
+    rows = [json.loads(x) for x in questions.read_text().splitlines()]
+    rows[2]["question"] = "what " * context
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    options = {"max_new_tokens": 4}
+    report = answer_file(chat, questions, tmp_path / "out.jsonl", batch_size=4, generation=options, progress=False)
+    assert (report.answered, report.failed) == (5, 1)
+    out = {r["id"]: r for r in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())}
+    assert out["q2"]["status"] == "error" and "does not fit the" in out["q2"]["error"]
+    alone = _questions(tmp_path / "alone", corpus, broken=False)
+    answer_file(chat, alone, tmp_path / "alone.jsonl", batch_size=4, generation=options, progress=False)
+    expected = {r["id"]: r["answer"] for r in map(json.loads, (tmp_path / "alone.jsonl").read_text().splitlines())}
+    assert {k: r["answer"] for k, r in out.items() if k != "q2"} == {k: v for k, v in expected.items() if k != "q2"}
+
+    items = json.loads((corpus / "mcqa.json").read_text())[:4]
+    items[1]["question"] = "what " * context
+    (tmp_path / "mcqa.json").write_text(json.dumps(items))
+    dataset = MultipleChoiceQADataset(tmp_path / "mcqa.json", corpus, video=mcqa_read_config(chat))
+    result = evaluate_mcqa(chat, dataset, batch_size=4, max_new_tokens=4, progress=False)
+    assert result.total == 3 and [f["index"] for f in result.failed] == [1]
+    assert "does not fit the" in result.failed[0]["error"]

@@ -130,6 +130,27 @@ def test_hd_collator_counts_slots_per_tile(llm_tokenizer, qformer_tokenizer):
     assert isinstance(batch["video"], list) and batch["video"][1] is six
 
 
+def test_conversations_longer_than_the_llm_context_are_cut_and_reported(llm_tokenizer, qformer_tokenizer):
+    """Bad input: a training conversation that does not fit the LLM's positions is cut to them (answer tokens
+    past the end lose their loss), with a warning naming the limit; one whose visual slots do not fit is an
+    error naming the sample."""
+    video = torch.randn(3, 4, 28, 28)
+    example = ChatExamples(_Samples([_mc_sample(video)]), "mcqa", llm_tokenizer)[0]
+    full = ChatCollator(llm_tokenizer, qformer_tokenizer, 8)([example])
+    length = full["input_ids"].shape[1]
+    context = length - 5
+    with pytest.warns(UserWarning, match=rf"1 of 1 conversation\(s\) longer than {context} tokens \(the LLM's context "
+                                         rf"of {context} positions\) were cut"):
+        cut = ChatCollator(llm_tokenizer, qformer_tokenizer, 8, max_length=context)([example])
+    assert cut["input_ids"].shape[1] == context
+    # the same row up to the context: nothing shifted, the last 5 tokens (and their labels) gone
+    for key in ("input_ids", "labels", "attention_mask", "visual_mask"):
+        assert torch.equal(cut[key], full[key][:, :context]), key
+    assert (full["labels"][:, context:] != IGNORE_INDEX).any()  # what was cut carried loss: it is not silent
+    with pytest.raises(ValueError, match="sample 0: cutting it to 6 tokens .*cuts into the visual slots"):
+        ChatCollator(llm_tokenizer, qformer_tokenizer, 8, max_length=6)([example])
+
+
 def test_time_message_follows_the_real_frames(tmp_path):
     from iv2_data.synthetic import write_video
 

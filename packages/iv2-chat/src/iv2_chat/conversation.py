@@ -315,12 +315,15 @@ def collate_training(
     pad_token_id: int,
     max_txt_len: int = 512,
     bos_fill: str = "embedding",
+    max_length: int | None = None,
 ) -> ChatBatch:
     """Right-padded training batch, as the official trainer assembles it: ``[BOS slot] + before + visual +
     after``, at most ``min(longest, max_txt_len + max(num_visual))`` tokens, BOS slot included (longer
-    samples are cut at the end and flagged in ``truncated``), labels −100 outside the answers.
-    ``bos_fill``: ``"embedding"`` (the BOS token's embedding; the HD trainer) or ``"scalar"`` (every channel
-    set to the BOS id, as the stage-3 trainer ``videochat2_it_mistral`` did)."""
+    samples are cut at the end, flagged in ``truncated`` and warned about), labels −100 outside the answers.
+    ``max_length``: the LLM's context (positions); rows are cut to it too, so that no sample runs past the
+    positions the LLM has (the official cap assumes Mistral's 32k). A cut that would reach into the visual
+    slots is an error. ``bos_fill``: ``"embedding"`` (the BOS token's embedding; the HD trainer) or
+    ``"scalar"`` (every channel set to the BOS id, as the stage-3 trainer ``videochat2_it_mistral`` did)."""
     if bos_fill not in ("embedding", "scalar"):
         raise ValueError(f"bos_fill must be 'embedding' or 'scalar', got {bos_fill!r}")
     if not samples:
@@ -336,7 +339,10 @@ def collate_training(
         labels = [IGNORE_INDEX] * (len(head) + len(s.before_ids) + n) + s.after_labels
         rows.append((ids, vis, labels, bool(s.bos_slot)))
     longest = max(len(r[0]) for r in rows)  # the BOS slot included: the official "max_len + 1"
+    limit = f"max_txt_len={max_txt_len} + {max(counts)} visual slots"
     length = min(longest, max_txt_len + max(counts))
+    if max_length is not None and max_length < length:
+        length, limit = max_length, f"the LLM's context of {max_length} positions"
     b = len(rows)
     input_ids = torch.full((b, length), pad_token_id, dtype=torch.long)
     attention = torch.zeros((b, length), dtype=torch.long)
@@ -346,15 +352,16 @@ def collate_training(
     for i, (ids, vis, lab, _) in enumerate(rows):
         n = min(len(ids), length)
         if n < len(ids) and any(vis[n:]):
-            raise ValueError(f"sample {i}: max_txt_len {max_txt_len} cuts into the visual slots")
+            raise ValueError(f"sample {i}: cutting it to {length} tokens ({limit}) cuts into the visual slots "
+                             f"({sum(vis)} of them end at token {max(j for j, v in enumerate(vis) if v) + 1})")
         truncated.append(n < len(ids))
         input_ids[i, :n] = torch.tensor(ids[:n])
         attention[i, :n] = 1
         visual[i, :n] = torch.tensor(vis[:n])
         labels[i, :n] = torch.tensor(lab[:n])
     if any(truncated):
-        warnings.warn(f"{sum(truncated)} of {b} conversation(s) longer than max_txt_len={max_txt_len} (+ visual "
-                      f"slots) were cut at the end, as the official trainer does", stacklevel=2)
+        warnings.warn(f"{sum(truncated)} of {b} conversation(s) longer than {length} tokens ({limit}) were cut "
+                      f"at the end, as the official trainer does", stacklevel=2)
     bos_scalar = None
     if bos_fill == "scalar":
         bos_scalar = torch.zeros((b, length), dtype=torch.bool)
@@ -362,17 +369,22 @@ def collate_training(
     return ChatBatch(input_ids, attention, visual, labels, bos_scalar, truncated)
 
 
+class PromptTooLongError(ValueError):
+    """A prompt (visual slots included) does not fit the LLM's context together with the tokens to generate."""
+
+
 def collate_prompts(
     prompts: Sequence[PromptTokens], *, pad_token_id: int, max_length: int | None = None
 ) -> ChatBatch:
-    """Left-padded batch of prompts for generation. A prompt longer than ``max_length`` is an error (it
-    would not fit the LLM's context)."""
+    """Left-padded batch of prompts for generation. A prompt longer than ``max_length`` is a
+    :class:`PromptTooLongError` (it would not fit the LLM's context)."""
     if not prompts:
         raise ValueError("cannot collate an empty batch")
     longest = max(len(p.ids) for p in prompts)
     if max_length is not None and longest > max_length:
-        raise ValueError(f"a prompt of {longest} tokens (visual slots included) does not fit the {max_length} "
-                         f"available; shorten the history / question or use fewer frames or tiles")
+        raise PromptTooLongError(
+            f"a prompt of {longest} tokens (visual slots included) does not fit the {max_length} available; "
+            f"shorten the history / question or use fewer frames or tiles")
     b = len(prompts)
     input_ids = torch.full((b, longest), pad_token_id, dtype=torch.long)
     attention = torch.zeros((b, longest), dtype=torch.long)

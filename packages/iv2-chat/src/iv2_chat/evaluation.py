@@ -5,11 +5,12 @@
   the official post-processing (:func:`iv2_chat.mvbench_prediction`) — scored per task and overall with the
   official ``check_ans`` rule (:func:`iv2_chat.check_answer`, comparable with published numbers) and the strict
   rule beside it (:func:`iv2_chat.check_answer_strict`). Items are read one by one, so an unreadable video is
-  recorded as failed and left out of the accuracy, never replaced by another item. With ``predictions`` a
+  recorded as failed and left out of the accuracy, never replaced by another item (so is an item whose prompt
+  does not fit the LLM's context: :func:`answer_fitting`). With ``predictions`` a
   JSONL file keeps one row per item and a rerun continues where a killed one stopped.
 * :func:`answer_file`: ``{"video", "question"[, "id"]}`` rows → one output row per input (``status`` ok /
-  error), left-padded batched generation, resumable; rows made by other settings or for a changed input are
-  redone, failed rows are retried.
+  error: an unreadable video, or a question that does not fit the LLM's context), left-padded batched
+  generation, resumable; rows made by other settings or for a changed input are redone, failed rows are retried.
 * :func:`read_video`: one clip read as the chat folder's settings say.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 
 from .chat import VideoChat
+from .conversation import PromptTooLongError
 from .mcqa import MVBENCH_SYSTEM, QUESTION_PROMPT, check_answer, check_answer_strict, mvbench_prediction, mvbench_prompt
 
 
@@ -33,7 +35,8 @@ from .mcqa import MVBENCH_SYSTEM, QUESTION_PROMPT, check_answer, check_answer_st
 @dataclass
 class MCQAReport:
     """Accuracy per task and overall (``Σ correct / Σ total``, as MVBench averages), official and strict;
-    ``failed``: items whose video could not be read (left out of the accuracy), with their errors."""
+    ``failed``: items whose video could not be read or whose prompt does not fit the LLM's context (left out of
+    the accuracy), with their errors."""
 
     tasks: dict[str, dict[str, float]]
     accuracy: float
@@ -57,7 +60,7 @@ class MCQAReport:
         rows.append(f"{'overall':<12} {self.total:>6} {100 * self.accuracy:>8.1f}% {100 * self.accuracy_strict:>7.1f}%"
                     f"   (chance {100 * self.chance:.1f}%)")
         if self.failed:
-            rows.append(f"{len(self.failed)} item(s) could not be read (left out): {self.failed[0]['error']}")
+            rows.append(f"{len(self.failed)} item(s) could not be answered (left out): {self.failed[0]['error']}")
         return "\n".join(rows)
 
 
@@ -150,15 +153,38 @@ def _read_item(dataset: Any, index: int) -> dict[str, Any]:
     return dataset[index]
 
 
+def answer_fitting(answer: Callable[[list[int]], list[str]], count: int) -> list[tuple[str | None, str | None]]:
+    """``(answer, None)`` or ``(None, error)`` for each of ``count`` items: ``answer(indices)`` generates for
+    those items as one batch; when a prompt does not fit the LLM's context (:class:`PromptTooLongError`), the
+    batch is answered item by item (batched = one by one) and the items that do not fit get the error, so that
+    one long question loses nothing else."""
+    try:
+        return [(text, None) for text in answer(list(range(count)))]
+    except PromptTooLongError:
+        out: list[tuple[str | None, str | None]] = []
+        for i in range(count):
+            try:
+                out.append((answer([i])[0], None))
+            except PromptTooLongError as error:
+                out.append((None, str(error)))
+        return out
+
+
 def _answer_mcqa(chat: VideoChat, samples: Sequence[tuple[int, Mapping[str, Any]]], max_new_tokens: int,
                  question_in_instruction: bool, hd_max_tiles: int | None) -> list[dict[str, Any]]:
-    prompts = [mvbench_prompt(s["question"], s["candidates"]) for _, s in samples]
+    prompts = [mvbench_prompt(s["question"], s["candidates"]).text for _, s in samples]
     instructions = [qformer_mcqa_instruction(s["prompt"], question_in_instruction) for _, s in samples]
     visual = chat.encode([s["video"] for _, s in samples], hd=hd_max_tiles is not None, instructions=instructions)
-    generated = chat.answer_batch(None, [], visual=visual, prompts=[p.text for p in prompts], bos="first",
-                                  do_sample=False, max_new_tokens=max_new_tokens)
+
+    def answer(indices: list[int]) -> list[str]:
+        return chat.answer_batch(None, [], visual=[visual[i] for i in indices], prompts=[prompts[i] for i in indices],
+                                 bos="first", do_sample=False, max_new_tokens=max_new_tokens)
+
     rows = []
-    for (index, sample), text in zip(samples, generated):
+    for (index, sample), (text, error) in zip(samples, answer_fitting(answer, len(samples))):
+        if error is not None:
+            rows.append({"index": index, "task": sample.get("task") or "mcqa", "error": error})
+            continue
         prediction = mvbench_prediction(text)
         answer = sample["target"]
         rows.append({"index": index, "task": sample.get("task") or "mcqa", "question": sample["question"],
@@ -331,11 +357,20 @@ def answer_file(
                 ready.append(out)
             if ready:
                 visual = chat.encode(clips, hd=bool(chat.settings.get("hd")))
-                answers = chat.answer_batch(clips, [r["question"] for r in ready], visual=visual, msgs=msgs, **options)
-                for out, answer in zip(ready, answers):
-                    out.update(status="ok", answer=answer)
+
+                def answer(indices: list[int], clips=clips, visual=visual, msgs=msgs, ready=ready) -> list[str]:
+                    return chat.answer_batch([clips[i] for i in indices], [ready[i]["question"] for i in indices],
+                                             visual=[visual[i] for i in indices], msgs=[msgs[i] for i in indices],
+                                             **options)
+
+                for out, (text, error) in zip(ready, answer_fitting(answer, len(ready))):
+                    if error is None:
+                        out.update(status="ok", answer=text)
+                        answered += 1
+                    else:  # the question does not fit the LLM's context: recorded, the run goes on
+                        out.update(status="error", error=error)
+                        failed += 1
                     manifest.append(out)
-                    answered += 1
                     if on_row:
                         on_row(out)
             bar.update(len(chunk))

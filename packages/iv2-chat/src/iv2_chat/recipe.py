@@ -295,7 +295,8 @@ def phase_data(cfg: ChatTrainConfig, phase: PhaseConfig, model_cfg: ChatConfig, 
                               hd_max_tiles=phase.hd_max_tiles if phase.hd else None, reader=reader)
     collator = ChatCollator(tokenizer, qformer_tokenizer, model_cfg.num_visual_tokens, max_txt_len=phase.max_txt_len,
                             bos_fill=phase.bos_fill, hd_size=video.size if phase.hd else None,
-                            max_instruction_tokens=_qformer_positions(model_cfg))
+                            max_instruction_tokens=_qformer_positions(model_cfg),
+                            max_length=llm_context(model_cfg))
     sources = {}
     for kind in phase.data:
         train_records, _ = read_records(cfg, kind)
@@ -314,6 +315,13 @@ def phase_data(cfg: ChatTrainConfig, phase: PhaseConfig, model_cfg: ChatConfig, 
             raise ValueError(f"{kind}: {len(examples)} training records, fewer than one batch of {phase.batch_size}")
         sources[kind] = ResumableBatches(examples, phase.batch_size, seed=cfg.train.seed, collate_fn=collator)
     return MetaLoader(sources, seed=cfg.train.seed)
+
+
+def llm_context(model_cfg: ChatConfig) -> int | None:
+    """The LLM's context (``max_position_embeddings``; None when its config does not say): training rows are cut
+    to it, reported."""
+    value = getattr(model_cfg.llm_hf_config(), "max_position_embeddings", None)
+    return int(value) if value else None
 
 
 def _qformer_positions(model_cfg: ChatConfig) -> int:

@@ -185,14 +185,16 @@ class ChatCollator:
     no example has an instruction).
 
     ``num_visual_tokens``: LLM slots per clip; with ``hd_size`` every example is an HD clip of
-    ``(3, T, rows·size, cols·size)`` and gets ``num_visual_tokens·(rows·cols + 1)`` slots."""
+    ``(3, T, rows·size, cols·size)`` and gets ``num_visual_tokens·(rows·cols + 1)`` slots. ``max_length``: the
+    LLM's context; longer conversations are cut to it (reported as ``max_txt_len`` cuts are)."""
 
     def __init__(self, tokenizer: Any, qformer_tokenizer: Any, num_visual_tokens: int, *,
                  max_txt_len: int = 512, bos_fill: str = "embedding", hd_size: int | None = None,
-                 max_instruction_tokens: int = 512) -> None:
+                 max_instruction_tokens: int = 512, max_length: int | None = None) -> None:
         self.tokenizer, self.qformer_tokenizer = tokenizer, qformer_tokenizer
         self.num_visual_tokens = num_visual_tokens
         self.max_txt_len, self.bos_fill, self.hd_size = max_txt_len, bos_fill, hd_size
+        self.max_length = max_length
         self.max_instruction_tokens = max_instruction_tokens
 
     def slots(self, video: torch.Tensor) -> int:
@@ -206,7 +208,7 @@ class ChatCollator:
         pad = self.tokenizer.eos_token_id if pad is None else pad  # Mistral has no pad token: EOS, as official
         batch = collate_training([e.conversation for e in examples], [self.slots(e.video) for e in examples],
                                  bos_token_id=self.tokenizer.bos_token_id, pad_token_id=pad,
-                                 max_txt_len=self.max_txt_len, bos_fill=self.bos_fill)
+                                 max_txt_len=self.max_txt_len, bos_fill=self.bos_fill, max_length=self.max_length)
         out: dict[str, Any] = batch.model_inputs()
         videos = [e.video for e in examples]
         if self.hd_size is None:
