@@ -104,8 +104,9 @@ class VideoChat:
     @torch.no_grad()
     def encode(self, videos: Sequence[torch.Tensor], *, hd: bool = False,
                instructions: Sequence[str] | None = None) -> list[torch.Tensor]:
-        """Visual embeddings ``(n_slots, llm_width)`` of each ``(3, T, H, W)`` video (an HD clip with ``hd``).
-        The QFormer reads ``instructions`` (one per video) or else ``qformer_instruction`` (if set)."""
+        """Visual embeddings ``(n_slots, llm_width)`` of each ``(3, T, H, W)`` video (an HD clip with ``hd``, cut
+        into tiles of ``settings["size"]``, else of the tower's ``img_size``). The QFormer reads ``instructions``
+        (one per video) or else ``qformer_instruction`` (if set)."""
         ids = mask = None
         if instructions is None and self.qformer_instruction is not None:
             instructions = [self.qformer_instruction] * len(videos)
@@ -119,7 +120,9 @@ class VideoChat:
                                          max_length=min(512, limit), return_tensors="pt")
             ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
         if hd:
-            return self.model.encode_hd_video([v.to(self.device) for v in videos], None, ids, mask)
+            # tiles of the size the model was trained with (the chat folder's settings), else the tower's
+            tile = int(self.settings.get("size") or 0) or None
+            return self.model.encode_hd_video([v.to(self.device) for v in videos], tile, ids, mask)
         shapes = {tuple(v.shape) for v in videos}
         if len(shapes) != 1:
             raise ValueError(f"videos of one batch must have one shape, got {sorted(shapes)}")

@@ -520,28 +520,31 @@ def _training_evaluation(cfg: ChatTrainConfig, phase: PhaseConfig, chat_cfg: Cha
     from .chat import VideoChat
     from .evaluation import evaluate_mcqa
 
+    hd_max_tiles = phase.hd_max_tiles if phase.hd else None
     dataset = _held_out_mcqa(cfg, chat_cfg, phase.num_frames or chat_cfg.vision.num_frames, reader,
-                             limit=cfg.evaluation.during_training_limit)
+                             limit=cfg.evaluation.during_training_limit, hd_max_tiles=hd_max_tiles)
 
     def evaluate(trainer: Any) -> dict[str, float]:
         chat = VideoChat(trainer.module.model, tokenizer, qformer_tokenizer)
+        chat.settings = {"size": cfg.data.size or chat_cfg.vision.img_size}  # the phase's tile size (HD)
         report = evaluate_mcqa(chat, dataset, batch_size=cfg.evaluation.batch_size,
                                max_new_tokens=cfg.evaluation.max_new_tokens,
                                question_in_instruction=cfg.data.question_in_instruction, progress=False,
-                               hd_max_tiles=phase.hd_max_tiles if phase.hd else None)
+                               hd_max_tiles=hd_max_tiles)
         trainer.module.train()
         return {"mcqa_accuracy": report.accuracy, "mcqa_accuracy_strict": report.accuracy_strict}
 
     return evaluate
 
 
-def _held_out_mcqa(cfg: ChatTrainConfig, chat_cfg: ChatConfig, num_frames: int, reader: Any, limit: int = 0):
+def _held_out_mcqa(cfg: ChatTrainConfig, chat_cfg: ChatConfig, num_frames: int, reader: Any, limit: int = 0,
+                   hd_max_tiles: int | None = None):
     from iv2_data import MultipleChoiceQADataset
 
     _, held = read_records(cfg, "mcqa")
     if limit:
         held = held[:limit]
-    video = video_read_config(cfg, chat_cfg, num_frames, train=False, reader=reader)
+    video = video_read_config(cfg, chat_cfg, num_frames, train=False, reader=reader, hd_max_tiles=hd_max_tiles)
     return MultipleChoiceQADataset(held, cfg.data.root, video=video)
 
 
