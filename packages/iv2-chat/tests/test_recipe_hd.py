@@ -179,6 +179,25 @@ def test_the_hd_model_is_evaluated_with_hd_inputs(hd_run):
         [((4 * SUB_VIDEOS, 3, 16, TILE, TILE), 4 * SUB_VIDEOS)]
 
 
+def test_ask_and_batch_read_hd_clips_for_the_hd_model(hd_run, corpus, tmp_path):
+    from iv2_chat import answer_file, load_chat, read_video
+
+    _, result, _ = hd_run
+    chat = load_chat(result.model_dir)
+    video = corpus / "videos" / "000070.mp4"
+    clip, msg = read_video(chat, video)
+    assert clip.shape == (3, 16, 56, 56) and "16 frames" in msg
+    slots = chat.model.num_visual_tokens * SUB_VIDEOS
+    assert chat.encode([clip], hd=True)[0].shape == (slots, chat.model.project_up.out_features)
+    chat.upload(clip, msg=msg, hd=True)
+    answer = chat.chat("What moves?", do_sample=False, max_new_tokens=4)
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"video": str(video), "question": "What moves?", "id": "a"}) + "\n")
+    report = answer_file(chat, questions, tmp_path / "a.jsonl", generation={"max_new_tokens": 4}, progress=False)
+    row = json.loads((tmp_path / "a.jsonl").read_text())
+    assert report.answered == 1 and row["status"] == "ok" and row["answer"] == answer
+
+
 def test_evaluation_during_an_hd_phase_reads_hd_clips(corpus, monkeypatch):
     """``train.evaluation.every_steps``: the MC-QA check inside an HD phase asks the held-out items as the phase
     trains on them: HD clips cut into the phase's tiles, not centre crops of the tower's size."""
