@@ -6,7 +6,7 @@
   official ``check_ans`` rule (:func:`iv2_chat.check_answer`, comparable with published numbers) and the strict
   rule beside it (:func:`iv2_chat.check_answer_strict`). Items are read one by one, so an unreadable video is
   recorded as failed and left out of the accuracy, never replaced by another item (so is an item whose prompt
-  does not fit the LLM's context: :func:`answer_fitting`). With ``predictions`` a
+  does not fit the LLM's context; the others of its batch are answered as without it). With ``predictions`` a
   JSONL file keeps one row per item and a rerun continues where a killed one stopped.
 * :func:`answer_file`: ``{"video", "question"[, "id"]}`` rows → one output row per input (``status`` ok /
   error: an unreadable video, or a question that does not fit the LLM's context), left-padded batched
@@ -153,18 +153,18 @@ def _read_item(dataset: Any, index: int) -> dict[str, Any]:
     return dataset[index]
 
 
-def answer_fitting(answer: Callable[[list[int]], list[str]], count: int) -> list[tuple[str | None, str | None]]:
-    """``(answer, None)`` or ``(None, error)`` for each of ``count`` items: ``answer(indices)`` generates for
+def _answer_fitting(generate: Callable[[list[int]], list[str]], count: int) -> list[tuple[str | None, str | None]]:
+    """``(answer, None)`` or ``(None, error)`` for each of ``count`` items: ``generate(indices)`` answers
     those items as one batch; when a prompt does not fit the LLM's context (:class:`PromptTooLongError`), the
     batch is answered item by item (batched = one by one) and the items that do not fit get the error, so that
     one long question loses nothing else."""
     try:
-        return [(text, None) for text in answer(list(range(count)))]
+        return [(text, None) for text in generate(list(range(count)))]
     except PromptTooLongError:
         out: list[tuple[str | None, str | None]] = []
         for i in range(count):
             try:
-                out.append((answer([i])[0], None))
+                out.append((generate([i])[0], None))
             except PromptTooLongError as error:
                 out.append((None, str(error)))
         return out
@@ -176,12 +176,12 @@ def _answer_mcqa(chat: VideoChat, samples: Sequence[tuple[int, Mapping[str, Any]
     instructions = [qformer_mcqa_instruction(s["prompt"], question_in_instruction) for _, s in samples]
     visual = chat.encode([s["video"] for _, s in samples], hd=hd_max_tiles is not None, instructions=instructions)
 
-    def answer(indices: list[int]) -> list[str]:
+    def generate(indices: list[int]) -> list[str]:
         return chat.answer_batch(None, [], visual=[visual[i] for i in indices], prompts=[prompts[i] for i in indices],
                                  bos="first", do_sample=False, max_new_tokens=max_new_tokens)
 
     rows = []
-    for (index, sample), (text, error) in zip(samples, answer_fitting(answer, len(samples))):
+    for (index, sample), (text, error) in zip(samples, _answer_fitting(generate, len(samples))):
         if error is not None:
             rows.append({"index": index, "task": sample.get("task") or "mcqa", "error": error})
             continue
@@ -358,12 +358,12 @@ def answer_file(
             if ready:
                 visual = chat.encode(clips, hd=bool(chat.settings.get("hd")))
 
-                def answer(indices: list[int], clips=clips, visual=visual, msgs=msgs, ready=ready) -> list[str]:
+                def generate(indices: list[int], clips=clips, visual=visual, msgs=msgs, ready=ready) -> list[str]:
                     return chat.answer_batch([clips[i] for i in indices], [ready[i]["question"] for i in indices],
                                              visual=[visual[i] for i in indices], msgs=[msgs[i] for i in indices],
                                              **options)
 
-                for out, (text, error) in zip(ready, answer_fitting(answer, len(ready))):
+                for out, (text, error) in zip(ready, _answer_fitting(generate, len(ready))):
                     if error is None:
                         out.update(status="ok", answer=text)
                         answered += 1
