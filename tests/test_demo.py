@@ -52,7 +52,7 @@ STAND_IN_METRICS = {
 def stand_ins(monkeypatch):
     """Replace the stages and the corpus writer (the real ones are the end-to-end test's)."""
     calls = []
-    state = {"interrupt": None, "steps": {}}
+    state = {"interrupt": None, "steps": {}, "corpus_writes": 0}
     stages = tuple(Stage(s.name, s.title, s.package,
                          lambda settings, finished, name=s.name: StandInConfig(steps=state["steps"].get(name, 10)),
                          _fake_train(s.name, STAND_IN_METRICS[s.name], calls,
@@ -62,9 +62,12 @@ def stand_ins(monkeypatch):
     monkeypatch.setattr(pipeline, "STAGES", stages)
 
     def fake_corpus(settings):
+        import iv2_data.synthetic
+
         root = pipeline.corpus_dir(settings)
         root.mkdir(parents=True, exist_ok=True)
-        (root / "corpus.json").write_text("{}")
+        (root / "corpus.json").write_text(json.dumps({"version": iv2_data.synthetic.CORPUS_VERSION}))
+        state["corpus_writes"] += 1
         return root
 
     monkeypatch.setattr(pipeline, "write_corpus", fake_corpus)
@@ -129,6 +132,25 @@ def test_an_interrupted_demo_resumes_from_the_last_finished_stage(tmp_path, stan
     assert calls == []
     after = json.loads((tmp_path / "report.json").read_text())
     assert {k: after[k] for k in DESIGN_KEYS} == {k: before[k] for k in DESIGN_KEYS}
+
+
+def test_a_corpus_of_older_records_is_written_again_and_every_stage_reruns(tmp_path, stand_ins, monkeypatch):
+    # iv2-data changed its records (CORPUS_VERSION up): the folder's corpus and every result trained on it are
+    # another run's, even though no setting of the demo changed.
+    import iv2_data.synthetic
+
+    calls, state = stand_ins
+    assert main(["--output", str(tmp_path), "--quick"]) == 0
+    assert main(["--output", str(tmp_path), "--quick"]) == 0
+    assert state["corpus_writes"] == 1  # a current corpus is written once
+    calls.clear()
+    monkeypatch.setattr(iv2_data.synthetic, "CORPUS_VERSION", iv2_data.synthetic.CORPUS_VERSION + 1)
+    assert main(["--output", str(tmp_path), "--quick"]) == 0
+    assert state["corpus_writes"] == 2
+    assert calls == ["stage1", "stage2", "stage2_random", "stage3"]
+    calls.clear()
+    assert main(["--output", str(tmp_path), "--quick"]) == 0
+    assert calls == [] and state["corpus_writes"] == 2
 
 
 def test_a_stage_whose_configuration_changed_runs_again_with_what_starts_from_it(tmp_path, stand_ins, capsys):

@@ -12,7 +12,9 @@ import torch
 
 from iv2_data.synthetic import (
     COLOURS,
+    CORPUS_VERSION,
     DIRECTIONS,
+    NUMBER_WORDS,
     OBJECTS,
     SyntheticCorpus,
     clip_spec,
@@ -103,6 +105,22 @@ def test_mcqa_items_are_well_formed() -> None:
     assert positions == {0, 1, 2, 3}
 
 
+def test_mcqa_options_follow_the_attribute_order() -> None:
+    corpus = SyntheticCorpus(num_samples=40, num_frames=4, size=32)
+    identities = [f"the digit {o}" if o.isdigit() else f"a {o}" for o in OBJECTS]
+    pools = {"motion": list(DIRECTIONS), "colour": list(COLOURS), "count": list(NUMBER_WORDS.values()),
+             "identity": identities}
+    distractors: dict[str, set[str]] = {task: set() for task in pools}
+    for i in range(len(corpus)):
+        for item in corpus.mcqa(i):
+            pool = pools[item["task"]]
+            ranks = [pool.index(c) for c in item["candidates"]]
+            assert ranks == sorted(ranks), item
+            distractors[item["task"]] |= set(item["candidates"]) - {item["answer"]}
+    # The distractors are still drawn from the whole pool.
+    assert {task: len(seen) for task, seen in distractors.items()} == {task: len(p) for task, p in pools.items()}
+
+
 def test_in_memory_sample_format() -> None:
     corpus = SyntheticCorpus(num_samples=3, num_frames=4, size=32, fps=4)
     sample = corpus[1]
@@ -154,9 +172,26 @@ def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and len(json.loads(Path(paths["mcqa"]).read_text())) == 8
     manifest = json.loads((Path(paths["mcqa_shards"]) / "manifest.json").read_text())
     assert [s["num_samples"] for s in manifest["shards"]] == [4, 4]
-    assert json.loads((tmp_path / "corpus.json").read_text())["clips"][1] == json.loads(
-        json.dumps(asdict(clip_spec(1)))
-    )
+    meta = json.loads((tmp_path / "corpus.json").read_text())
+    assert meta["clips"][1] == json.loads(json.dumps(asdict(clip_spec(1))))
+    assert meta["version"] == CORPUS_VERSION
+
+
+def test_rewriting_an_older_corpus_updates_its_records(tmp_path: Path) -> None:
+    # A folder of an older version (different records, say shuffled options) is brought up to date by writing
+    # it again: annotation files are rewritten, media kept.
+    paths = write_corpus(tmp_path, 2, num_frames=2, size=32)
+    fresh = paths["mcqa"].read_text()
+    stale = json.loads(fresh)
+    for item in stale:
+        item["candidates"].reverse()
+    paths["mcqa"].write_text(json.dumps(stale))
+    (tmp_path / "corpus.json").write_text(json.dumps({"version": CORPUS_VERSION - 1}))
+    video_mtime = (tmp_path / "videos" / "000000.mp4").stat().st_mtime_ns
+    write_corpus(tmp_path, 2, num_frames=2, size=32)
+    assert paths["mcqa"].read_text() == fresh
+    assert json.loads((tmp_path / "corpus.json").read_text())["version"] == CORPUS_VERSION
+    assert (tmp_path / "videos" / "000000.mp4").stat().st_mtime_ns == video_mtime
 
 
 def test_in_memory_datasets_match_the_file_datasets(tmp_path: Path) -> None:

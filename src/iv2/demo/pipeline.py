@@ -83,13 +83,22 @@ def corpus_dir(settings: DemoSettings) -> Path:
     return settings.root / "corpus"
 
 
+def corpus_is_current(settings: DemoSettings) -> bool:
+    """Whether the corpus folder is whole (``corpus.json`` comes last) and of iv2-data's current records."""
+    from iv2_data.synthetic import CORPUS_VERSION
+
+    meta = corpus_dir(settings) / "corpus.json"
+    return meta.is_file() and json.loads(meta.read_text()).get("version") == CORPUS_VERSION
+
+
 def write_corpus(settings: DemoSettings) -> Path:
     """The synthetic corpus all stages read: written once (files already there are kept, so an interrupted
-    write resumes; ``corpus.json`` comes last and marks it whole)."""
+    write resumes; ``corpus.json`` comes last and marks it whole). A corpus of older records (another
+    ``CORPUS_VERSION``) is written again: its annotation files are replaced, its media kept."""
     from iv2_data import write_corpus as write
 
     root = corpus_dir(settings)
-    if not (root / "corpus.json").is_file():
+    if not corpus_is_current(settings):
         write(root, settings.corpus_clips, seed=settings.seed, progress=True, **CORPUS_FORMAT)
     return root
 
@@ -154,10 +163,14 @@ STAGES: tuple[Stage, ...] = (
 
 
 def config_digest(config: Any) -> str:
-    """What identifies a stage's run: a hash of its whole config (flavor, sizes, paths, seeds)."""
+    """What identifies a stage's run: a hash of its whole config (flavor, sizes, paths, seeds) and of the
+    corpus records' version (the same paths can hold other records)."""
     import hashlib
 
+    from iv2_data.synthetic import CORPUS_VERSION
+
     document = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    document = {"config": document, "corpus_version": CORPUS_VERSION}
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -210,7 +223,7 @@ def _run(settings: DemoSettings, stages: tuple[str, ...] | None, echo: Callable[
     echo(f"[corpus] the synthetic corpus: {settings.corpus_clips} clips of {CORPUS_FORMAT['num_frames']} frames at "
          f"{CORPUS_FORMAT['size']} px, the last {HELD_OUT} held out in every stage")
     record = settings.root / "stages" / "corpus.json"
-    if record.is_file():  # written by an earlier run: its time stays in the total
+    if record.is_file() and corpus_is_current(settings):  # written by an earlier run: its time stays in the total
         corpus_seconds = float(json.loads(record.read_text())["seconds"])
     else:
         start = time.monotonic()

@@ -19,7 +19,14 @@ machine. By concern:
 
 from iv2_data.synthetic.dataset import SyntheticCorpus, SyntheticDataset
 from iv2_data.synthetic.files import write_corpus, write_video
-from iv2_data.synthetic.records import ANNOTATION_FILES, MCQA_TASKS, SYNTHETIC_CLASSES, clip_records, corpus_words
+from iv2_data.synthetic.records import (
+    ANNOTATION_FILES,
+    CORPUS_VERSION,
+    MCQA_TASKS,
+    SYNTHETIC_CLASSES,
+    clip_records,
+    corpus_words,
+)
 from iv2_data.synthetic.render import (
     BACKGROUNDS,
     COLOURS,
@@ -40,6 +47,7 @@ __all__ = [
     "ANNOTATION_FILES",
     "BACKGROUNDS",
     "COLOURS",
+    "CORPUS_VERSION",
     "COUNTS",
     "DIRECTIONS",
     "MCQA_TASKS",

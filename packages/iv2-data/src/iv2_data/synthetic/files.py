@@ -13,7 +13,7 @@ import numpy as np
 
 from iv2_data.files import atomic_write, remove_leftovers
 from iv2_data.synthetic.dataset import SyntheticCorpus
-from iv2_data.synthetic.records import ANNOTATION_FILES, SYNTHETIC_CLASSES, clip_records, media_paths
+from iv2_data.synthetic.records import ANNOTATION_FILES, CORPUS_VERSION, SYNTHETIC_CLASSES, clip_records, media_paths
 from iv2_data.synthetic.render import render_audio, render_frames
 
 __all__ = ["write_corpus", "write_video"]
@@ -114,8 +114,10 @@ def write_corpus(
     ``with_audio_track=False``), ``audio/000000.wav`` (16 kHz mono), ``images/000000.png`` (the middle frame)
     and the annotation files of :data:`ANNOTATION_FILES` in the official layouts, media paths relative to
     ``output_dir`` (``video_label.json``: class ``label`` of :data:`SYNTHETIC_CLASSES`, object × direction,
-    with the attributes beside it), plus ``corpus.json`` with the parameters, the classes and every clip's
-    attributes. Every file is written atomically and files that exist are kept, so an interrupted run resumes.
+    with the attributes beside it), plus ``corpus.json`` with the records' version (:data:`CORPUS_VERSION`),
+    the parameters, the classes and every clip's attributes. Every file is written atomically and media files
+    that exist are kept (annotation files are always written anew), so an interrupted run resumes and a folder
+    of an older version is brought up to date by writing it again.
     """
     from iv2_data.progress import progress as progress_bar
 
@@ -148,6 +150,7 @@ def write_corpus(
         with atomic_write(paths[kind], "w", encoding="utf-8") as sink:
             json.dump(annotations[kind], sink, indent=1)
     meta = {
+        "version": CORPUS_VERSION,
         "num_samples": num_samples,
         "num_frames": num_frames,
         "size": size,
