@@ -9,6 +9,9 @@ side by side in one run; ``ratio`` is a step's time over the masked video step's
 an evenly mixed epoch of the flavor's sources.
 
     python benchmarks/align_step.py [--flavor tiny-synthetic] [--repeats 10] [--threads 1] [--markdown]
+                                    [--device cpu|cuda] [--precision fp32|bf16]
+
+``--precision bf16`` runs the forward under ``torch.autocast`` (bfloat16), as iv2-train's ``precision: bf16``.
 """
 
 from __future__ import annotations
@@ -41,17 +44,23 @@ def make_batch(source: str, batch: int, frames: int, size: int, fbank_rows: int,
     return source, out
 
 
-def time_steps(model: torch.nn.Module, batch: tuple[str, dict], repeats: int) -> tuple[float, float]:
+def time_steps(model: torch.nn.Module, batch: tuple[str, dict], repeats: int, device: torch.device,
+               precision: str) -> tuple[float, float]:
     """Median (wall, process CPU) seconds of one training step, after one untimed warm-up step."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     wall, cpu = [], []
     for i in range(repeats + 1):
+        sync()
         start, start_cpu = time.perf_counter(), time.process_time()
-        loss = model(batch)["loss"]
+        with autocast:
+            loss = model(batch)["loss"]
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        sync()
         if i:
             wall.append(time.perf_counter() - start)
             cpu.append(time.process_time() - start_cpu)
@@ -64,7 +73,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     cfg = load_align_config(args.flavor)
     tokenizer = build_tokenizer(cfg.model.tokenizer)
@@ -81,16 +93,19 @@ def main() -> None:
             video_mask_ratio=phase.video_mask_ratio, image_mask_type=phase.image_mask_type,
             image_mask_ratio=phase.image_mask_ratio)
         freeze_for_phase(model, phase)
-        model.train()
+        model.train().to(device)
         for source in cfg.data.sources:
             b = cfg.data.batch_size[source]
-            batch = make_batch(source, b, frames, size, fbank_rows, cfg.model.max_text_length, len(tokenizer), gen)
-            wall, cpu = time_steps(model, batch, args.repeats)
+            name, tensors = make_batch(source, b, frames, size, fbank_rows, cfg.model.max_text_length,
+                                       len(tokenizer), gen)
+            batch = (name, {k: v.to(device) for k, v in tensors.items()})
+            wall, cpu = time_steps(model, batch, args.repeats, device, args.precision)
             rows.append((phase_name, source, b, wall, cpu))
     base = next(r[3] for r in rows if r[:2] == ("masked", "video"))
     masked_total = sum(r[3] for r in rows if r[0] == "masked")
-    print(f"# iv2-align {args.flavor} training step, {platform.processor() or platform.machine()} CPU, "
-          f"{args.threads} thread(s), torch {torch.__version__}")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU"
+    print(f"# iv2-align {args.flavor} training step, {where}, {args.precision}, {args.threads} thread(s), "
+          f"torch {torch.__version__}")
     header = ("phase", "source", "batch", "wall ms/step", "CPU ms/step", "samples/s", "ratio", "share")
     lines = [header] + [
         (phase, source, str(b), f"{wall * 1e3:.0f}", f"{cpu * 1e3:.0f}", f"{b / wall:.0f}", f"{wall / base:.2f}",

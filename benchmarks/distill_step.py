@@ -12,7 +12,7 @@
    8), student trainable, teachers frozen (weights only; in cached mode they are not loaded at all), activations of
    the student's 417 visible tokens with checkpointing on every block; and the cache's bytes per clip.
 
-    uv run python benchmarks/distill_step.py [--rounds 5] [--batch 4] [--threads 2]
+    uv run python benchmarks/distill_step.py [--rounds 5] [--batch 4] [--threads 2] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -72,11 +72,14 @@ def build(batch: int):
 
 
 def step_time(model, batch, optimizer) -> float:
+    sync = torch.cuda.synchronize if batch["video"].is_cuda else (lambda: None)
+    sync()
     started = time.perf_counter()
     loss = model(batch)["loss"]
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
+    sync()
     return time.perf_counter() - started
 
 
@@ -116,9 +119,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     models, batches, params = build(args.batch)
+    models = {k: m.to(args.device) for k, m in models.items()}
+    batches = {k: {name: v.to(args.device) for name, v in b.items()} for k, b in batches.items()}
     optimizers = {k: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
                   for k, m in models.items()}
     for mode in models:  # warm-up
@@ -128,7 +134,9 @@ def main() -> None:
         for mode in ("live", "cached"):
             times[mode].append(step_time(models[mode], batches[mode], optimizers[mode]))
     live, cached = statistics.median(times["live"]), statistics.median(times["cached"])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.rounds} rounds")
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
+    print(f"torch {torch.__version__}, {where}, {torch.get_num_threads()} threads, batch {args.batch}, "
+          f"{args.rounds} rounds")
     print(f"parameters: student {params['student'] / 1e6:.2f} M, teachers {params['teachers'] / 1e6:.2f} M "
           f"({params['teachers'] / params['student']:.1f}x)")
     print("\n| mode | ms / step (median) | range | speed-up |\n|---|---|---|---|")

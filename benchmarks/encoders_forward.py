@@ -131,7 +131,10 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--_one", name, impl, "--device", args.device, "--batch", str(args.batch),
                    "--iters", str(args.iters), "--dtype", args.dtype, "--frames", str(args.frames), "--size", str(args.size)]
             cmd += ["--compile"] if args.compile else []
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode:  # the measuring process' own error, not only its exit status
+                raise SystemExit(f"{name} ({impl}) failed with exit status {proc.returncode}:\n"
+                                 f"{proc.stderr[-6000:]}")
             results[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
         e, o = results["eager"], results["iv2"]
         diff = max(abs(a - b) for ra, rb in zip(e["pooled"], o["pooled"]) for a, b in zip(ra, rb))
