@@ -268,9 +268,10 @@ def _heldout_accuracy(cfg: DistillConfig, model: nn.Module, role: str, tasks: tu
     frames = 1 if role == "image" else cfg.data.num_frames
     dataset = AnnotationDataset(held.records, held.media_root, builder=ClipBuilder(),
                                 video=VideoReadConfig(num_frames=frames, size=cfg.data.size))
-    video = torch.stack([dataset[i]["video"] for i in range(len(dataset))])
+    device = next(model.parameters()).device  # the clips are read on the CPU; the teacher may be on a GPU
+    video = torch.stack([dataset[i]["video"] for i in range(len(dataset))]).to(device)
     model.eval()
-    logits = model.logits(video)
+    logits = {task: out.cpu() for task, out in model.logits(video).items()}
     labels = _labels(held, tasks, classes)
     return {task: round(100.0 * (logits[task].argmax(1) == labels[task]).float().mean().item(), 2) for task in tasks}
 

@@ -69,7 +69,9 @@ def _ln_project_kernel(x_ptr, w_ptr, mean_ptr, rstd_ptr, out_ptr, n_tok, width, 
             xt = tl.load(x_base + toks[:, None] * width + cols[None, :], mask=mask, other=0.0).to(tl.float32)
             centred = tl.where(mask, xt - mean[:, None], 0.0)
             sq += tl.sum(centred * centred, 1)
-        rstd = 1.0 / tl.sqrt(sq / width + eps)
+        # eps in float32: torch.compile passes Python floats as fp64 scalars, which would make rstd fp64 and the
+        # projection's tl.dot refuse mixed fp64 x fp32 operands (seen on an H100, benchmarks/results).
+        rstd = (1.0 / tl.sqrt(sq / width + eps)).to(tl.float32)
         tl.store(mean_ptr + b * n_tok + toks, mean, mask=tok_ok)
         tl.store(rstd_ptr + b * n_tok + toks, rstd, mask=tok_ok)
     else:

@@ -36,7 +36,8 @@ def _rms_norm_fwd_kernel(x_ptr, res_ptr, w_ptr, y_ptr, sum_ptr, rstd_ptr, width,
         x = x + tl.load(res_ptr + row * width + cols, mask=mask, other=0.0)
         tl.store(sum_ptr + row * width + cols, x, mask=mask)
     xf = x.to(tl.float32)
-    rstd = 1.0 / tl.sqrt(tl.sum(xf * xf, 0) / width + eps)
+    # float32 whatever type eps arrives in (torch.compile passes Python floats as fp64 scalars).
+    rstd = (1.0 / tl.sqrt(tl.sum(xf * xf, 0) / width + eps)).to(tl.float32)
     tl.store(rstd_ptr + row, rstd)
     normed = (xf * rstd).to(x.dtype)
     w = tl.load(w_ptr + cols, mask=mask, other=0.0)
