@@ -186,8 +186,8 @@ class ChatTrainConfig:
 
 # ------------------------------------------------------------------------------------------------- flavors
 # The demo's two sizes (issue 16): the corpus written when none is given, steps, warmup and lr of the one phase.
-# The default: 3000 steps at 2e-3 reach 60.5% held-out MC-QA from the demo's stage-2 encoder (README: 4000 steps
-# gave 54%, lr 3e-3 48%, MC items alone 59%), inside the demo's 15 minutes; quick shows the path only.
+# The default: 3000 steps at 2e-3, 50.4% held-out MC-QA in the demo (README: neighbouring settings and draws gave
+# 48-61%: 4000 steps 54%, lr 3e-3 48%), 314 s inside the demo's 15 minutes; quick shows the path only.
 _SYNTHETIC_SIZES: dict[str, dict[str, float]] = {
     "default": {"clips": 768, "steps": 3000, "warmup": 30, "lr": 2e-3},
     "quick": {"clips": 256, "steps": 100, "warmup": 10, "lr": 1e-3},
