@@ -62,7 +62,7 @@ def test_quick_synthetic_config_learns_retrieval(tmp_path):
     assert all(path.is_file() for path in result.metrics_files.values())
     assert (result.model_dir / "model.safetensors").is_file() and (result.encoder_dir / "config.json").is_file()
     saved = json.loads((Path(cfg.train.output_dir) / "eval" / "retrieval.json").read_text())
-    assert saved["metrics"] == m and saved["phases"] == {"masked": 80, "unmasked": 20}
+    assert saved["metrics"] == m and saved["phases"] == {"masked": cfg.masked.steps, "unmasked": cfg.unmasked.steps}
     again = train(cfg)
     assert again.train.history == [] and again.metrics == m
 

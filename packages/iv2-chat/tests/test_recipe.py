@@ -72,7 +72,8 @@ def test_training_lifts_mcqa_accuracy_far_above_chance_on_the_items_it_learnt(tm
     cfg = load_chat_config("tiny-synthetic-quick", [
         f"data.root={corpus}", "data.write_synthetic=0", "data.held_out=0", "data.shuffle_options=false",
         "data.mcqa_per_conversation=1", f"train.output_dir={tmp_path / 'run'}", "instruct.max_steps=150",
-        "instruct.lr=3e-3", "instruct.warmup_steps=10", "instruct.batch_size=16", "evaluation.enabled=false",
+        "instruct.lr=3e-3", "instruct.warmup_steps=10", "instruct.batch_size=16", "instruct.data=[mcqa]",
+        "evaluation.enabled=false",
         "train.logging.progress=none", "train.logging.plots=false"])
     result = train(cfg)
     chat = load_chat(result.model_dir)

@@ -253,6 +253,7 @@ def test_training_rows_are_cut_to_the_llm_context(corpus):
 
     cfg = load_chat_config("tiny-synthetic-quick", hd_overrides(corpus, "unused"))
     cfg.model.llm = {"max_position_embeddings": 96}
+    cfg.instruct.data = ("mcqa",)  # four MC turns per conversation: the long rows
     data = phase_data(cfg, cfg.instruct, build_chat_config(cfg.model), *load_tokenizers(cfg.model))
     with pytest.warns(UserWarning, match=r"\(the LLM's context of 96 positions\) were cut at the end"):
         _, batch = next(iter(data))
