@@ -144,7 +144,9 @@ def test_a_corpus_of_older_records_is_written_again_and_every_stage_reruns(tmp_p
     assert main(["--output", str(tmp_path), "--quick"]) == 0
     assert state["corpus_writes"] == 1  # a current corpus is written once
     calls.clear()
-    monkeypatch.setattr(iv2_data.synthetic, "CORPUS_VERSION", iv2_data.synthetic.CORPUS_VERSION + 1)
+    newer = iv2_data.synthetic.CORPUS_VERSION + 1
+    monkeypatch.setattr(iv2_data.synthetic, "CORPUS_VERSION", newer)
+    monkeypatch.setattr(iv2_data.synthetic.files, "CORPUS_VERSION", newer)  # what corpus_is_current compares with
     assert main(["--output", str(tmp_path), "--quick"]) == 0
     assert state["corpus_writes"] == 2
     assert calls == ["stage1", "stage2", "stage2_random", "stage3"]

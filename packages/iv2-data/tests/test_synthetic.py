@@ -18,6 +18,7 @@ from iv2_data.synthetic import (
     OBJECTS,
     SyntheticCorpus,
     clip_spec,
+    corpus_is_current,
     render_audio,
     render_frames,
     reversed_spec,
@@ -180,7 +181,9 @@ def test_cli_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_rewriting_an_older_corpus_updates_its_records(tmp_path: Path) -> None:
     # A folder of an older version (different records, say shuffled options) is brought up to date by writing
     # it again: annotation files are rewritten, media kept.
+    assert not corpus_is_current(tmp_path)  # nothing there
     paths = write_corpus(tmp_path, 2, num_frames=2, size=32)
+    assert corpus_is_current(tmp_path)
     fresh = paths["mcqa"].read_text()
     stale = json.loads(fresh)
     for item in stale:
@@ -188,7 +191,9 @@ def test_rewriting_an_older_corpus_updates_its_records(tmp_path: Path) -> None:
     paths["mcqa"].write_text(json.dumps(stale))
     (tmp_path / "corpus.json").write_text(json.dumps({"version": CORPUS_VERSION - 1}))
     video_mtime = (tmp_path / "videos" / "000000.mp4").stat().st_mtime_ns
+    assert not corpus_is_current(tmp_path)
     write_corpus(tmp_path, 2, num_frames=2, size=32)
+    assert corpus_is_current(tmp_path)
     assert paths["mcqa"].read_text() == fresh
     assert json.loads((tmp_path / "corpus.json").read_text())["version"] == CORPUS_VERSION
     assert (tmp_path / "videos" / "000000.mp4").stat().st_mtime_ns == video_mtime

@@ -83,22 +83,15 @@ def corpus_dir(settings: DemoSettings) -> Path:
     return settings.root / "corpus"
 
 
-def corpus_is_current(settings: DemoSettings) -> bool:
-    """Whether the corpus folder is whole (``corpus.json`` comes last) and of iv2-data's current records."""
-    from iv2_data.synthetic import CORPUS_VERSION
-
-    meta = corpus_dir(settings) / "corpus.json"
-    return meta.is_file() and json.loads(meta.read_text()).get("version") == CORPUS_VERSION
-
-
 def write_corpus(settings: DemoSettings) -> Path:
     """The synthetic corpus all stages read: written once (files already there are kept, so an interrupted
     write resumes; ``corpus.json`` comes last and marks it whole). A corpus of older records (another
     ``CORPUS_VERSION``) is written again: its annotation files are replaced, its media kept."""
-    from iv2_data import write_corpus as write
+    from iv2_data.synthetic import corpus_is_current
+    from iv2_data.synthetic import write_corpus as write
 
     root = corpus_dir(settings)
-    if not corpus_is_current(settings):
+    if not corpus_is_current(root):
         write(root, settings.corpus_clips, seed=settings.seed, progress=True, **CORPUS_FORMAT)
     return root
 
@@ -222,8 +215,10 @@ def _run(settings: DemoSettings, stages: tuple[str, ...] | None, echo: Callable[
     echo(f"iv2 demo: {'quick, ' if settings.quick else ''}seed {settings.seed}, output {settings.root}")
     echo(f"[corpus] the synthetic corpus: {settings.corpus_clips} clips of {CORPUS_FORMAT['num_frames']} frames at "
          f"{CORPUS_FORMAT['size']} px, the last {HELD_OUT} held out in every stage")
+    from iv2_data.synthetic import corpus_is_current
+
     record = settings.root / "stages" / "corpus.json"
-    if record.is_file() and corpus_is_current(settings):  # written by an earlier run: its time stays in the total
+    if record.is_file() and corpus_is_current(corpus_dir(settings)):  # an earlier run's: its time stays in the total
         corpus_seconds = float(json.loads(record.read_text())["seconds"])
     else:
         start = time.monotonic()

@@ -103,10 +103,13 @@ def check_captions(records: Sequence[Mapping[str, Any]], source: str, key: str =
 
 
 def ensure_corpus(data: DataSection) -> Path:
-    """The synthetic corpus folder, written with ``iv2_data.write_corpus`` when it holds no corpus yet. An
-    existing corpus is used as it is (its own size, whatever ``corpus_clips`` says)."""
+    """The synthetic corpus folder, written with ``iv2_data.write_corpus`` when it holds no corpus yet (or one
+    of older records: rewritten, media kept). An existing corpus is used as it is (its own size, whatever
+    ``corpus_clips`` says)."""
+    from iv2_data.synthetic import corpus_is_current
+
     root = Path(data.corpus)
-    if not (root / "corpus.json").is_file():
+    if not corpus_is_current(root):
         from iv2_data import write_corpus
 
         log.info("writing the synthetic corpus (%d clips) to %s", data.corpus_clips, root)

@@ -228,11 +228,10 @@ def ensure_corpus(cfg: ChatTrainConfig) -> Path:
     (resumable: finished files are kept)."""
     root = Path(cfg.data.root)
     if cfg.data.write_synthetic:
-        from iv2_data.synthetic import write_corpus
+        from iv2_data.synthetic import corpus_is_current, write_corpus
         from iv2_train import barrier, get_rank
 
-        marker = root / "corpus.json"
-        if get_rank() == 0 and not _corpus_matches(marker, cfg):
+        if get_rank() == 0 and not (corpus_is_current(root) and _corpus_matches(root / "corpus.json", cfg)):
             log.info("writing the synthetic corpus (%d clips) to %s", cfg.data.write_synthetic, root)
             write_corpus(root, cfg.data.write_synthetic, seed=cfg.data.synthetic_seed, progress=True)
         barrier()

@@ -138,15 +138,17 @@ class DistillResult:
 
 # ----------------------------------------------------------------------------------------------- preparation
 def prepare_corpus(cfg: DistillConfig) -> Path | None:
-    """Write the synthetic corpus of ``cfg.data.corpus`` if asked for and missing (rank 0; collective). A corpus
+    """Write the synthetic corpus of ``cfg.data.corpus`` if asked for and missing or of older records
+    (rank 0; collective). A corpus
     already there is used as it is (its clips decide; the teachers and the target cache record which)."""
+    from iv2_data.synthetic import corpus_is_current
     from iv2_train import barrier, get_rank
 
     corpus = cfg.data.corpus
     if corpus.num_samples <= 0:
         return None
     root = Path(corpus.dir)
-    if get_rank() == 0 and not (root / "corpus.json").is_file():  # corpus.json is written last: a whole corpus
+    if get_rank() == 0 and not corpus_is_current(root):  # whole (corpus.json comes last), current records
         from iv2_data import write_corpus
 
         log.info("writing the synthetic corpus (%d clips) to %s", corpus.num_samples, root)

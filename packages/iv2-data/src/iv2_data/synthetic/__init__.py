@@ -18,7 +18,7 @@ machine. By concern:
 """
 
 from iv2_data.synthetic.dataset import SyntheticCorpus, SyntheticDataset
-from iv2_data.synthetic.files import write_corpus, write_video
+from iv2_data.synthetic.files import corpus_is_current, write_corpus, write_video
 from iv2_data.synthetic.records import (
     ANNOTATION_FILES,
     CORPUS_VERSION,
@@ -61,6 +61,7 @@ __all__ = [
     "SyntheticDataset",
     "clip_records",
     "clip_spec",
+    "corpus_is_current",
     "corpus_words",
     "render_audio",
     "render_frames",

@@ -97,6 +97,16 @@ def _write_png(path: Path, image: np.ndarray) -> None:
             container.mux(packet)
 
 
+def corpus_is_current(output_dir: str | os.PathLike[str]) -> bool:
+    """Whether ``output_dir`` holds a whole corpus (``corpus.json`` is written last) of the current records
+    (:data:`CORPUS_VERSION`). A folder that is not is brought up to date by :func:`write_corpus` (media kept)."""
+    try:
+        meta = json.loads((Path(output_dir) / "corpus.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("version") == CORPUS_VERSION
+
+
 def write_corpus(
     output_dir: str | os.PathLike[str],
     num_samples: int = 64,
