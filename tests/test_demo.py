@@ -297,8 +297,8 @@ def test_quick_demo_end_to_end_stages_learn(quick_demo):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 16 open: in the quick budget stage 3 memorises its 192 training clips "
-                   "before it generalises (held-out MC-QA stays at chance); this turns into a failure when it does")
+@pytest.mark.xfail(strict=True, reason="issue 16 open: held-out MC-QA needs ~1500 stage-3 steps to leave chance "
+                   "(iv2-chat README), the quick budget has 100; this turns into a failure when it does")
 def test_quick_demo_stage3_beats_chance_on_held_out_questions(quick_demo):
     _, report = quick_demo
     assert report["stage3"]["mcqa_accuracy"] >= 0.35

@@ -124,6 +124,75 @@ def test_a_stage2_encoder_folder_becomes_the_chat_tower(tmp_path):
     assert not any(k.startswith(f"blocks.{encoder.cfg.depth - 1}.") for k in tower)
 
 
+def test_vision_return_index_minus_one_keeps_every_block_of_the_stage2_encoder(tmp_path):
+    """``model.vision_return_index: -1``: the QFormer reads the last block's output, so the tower is the whole
+    stage-2 encoder (every block, the same weights; only the pooling head is dropped); out-of-range or
+    non-negative indices are refused naming the key."""
+    import pytest
+    import torch
+
+    from iv2_chat import ChatModelSpec, VideoChatModel
+    from iv2_chat.recipe import build_chat_config, load_vision_init
+    from iv2_encoders import create_model, save_pretrained
+    from iv2_train import ConfigError
+
+    torch.manual_seed(5)
+    encoder = create_model("internvideo2-tiny", num_frames=4)
+    save_pretrained(encoder, tmp_path / "vision")
+    spec = ChatModelSpec(name="tiny-synthetic", vision_init=str(tmp_path / "vision"), vision_return_index=-1)
+    cfg = build_chat_config(spec)
+    assert cfg.vision.depth == encoder.cfg.depth and not cfg.vision.pool_head
+    model = VideoChatModel(cfg)
+    load_vision_init(model, tmp_path / "vision")
+    tower, source = model.vision_encoder.state_dict(), encoder.state_dict()
+    last = f"blocks.{encoder.cfg.depth - 1}."
+    last_block = [k for k in tower if k.startswith(last)]
+    assert last_block
+    for key in last_block:
+        name = key.replace(".ls1", ".ls1.gamma").replace(".ls2", ".ls2.gamma") if ".ls" in key else key
+        assert torch.equal(tower[key], source[name]), key
+    # without a folder the named tower (depth - 1 blocks of its encoder) grows by the same rule
+    named = build_chat_config(ChatModelSpec(name="tiny-synthetic"))
+    assert build_chat_config(ChatModelSpec(name="tiny-synthetic", vision_return_index=-1)).vision.depth == \
+        named.vision.depth + 1
+    with pytest.raises(ValueError, match="model.vision_return_index"):
+        build_chat_config(ChatModelSpec(name="tiny-synthetic", vision_init=str(tmp_path / "vision"),
+                                        vision_return_index=-(encoder.cfg.depth + 1)))
+    with pytest.raises(ConfigError, match="model.vision_return_index"):
+        ChatModelSpec(vision_return_index=0)
+
+
+def test_the_demo_flavor_trains_on_a_frozen_tower_of_every_stage2_block(corpus256, tmp_path):
+    """``synthetic_config`` (the demo's stage 3) with a stage-2 folder: the exported chat weights hold the whole
+    encoder (both blocks) unchanged after training."""
+    import torch
+    from safetensors.torch import load_file
+
+    from iv2_chat import synthetic_config, train
+    from iv2_encoders import create_model, save_pretrained
+
+    torch.manual_seed(6)
+    encoder = create_model("internvideo2-tiny", num_frames=4)
+    save_pretrained(encoder, tmp_path / "enc")
+    cfg = synthetic_config(tmp_path, corpus=corpus256, vision_init=tmp_path / "enc", quick=True)
+    assert cfg.model.vision_return_index == -1 and not cfg.instruct.train_vision
+    cfg.instruct.max_steps, cfg.instruct.batch_size, cfg.evaluation.enabled = 4, 4, False
+    cfg.train.logging.progress = "none"
+    result = train(cfg)
+    weights = load_file(str(result.export))
+    source = encoder.state_dict()
+    tower = {k[len("vision_encoder."):]: v for k, v in weights.items() if k.startswith("vision_encoder.")}
+    assert any(k.startswith(f"blocks.{encoder.cfg.depth - 1}.") for k in tower)
+    compared = 0
+    for key, value in tower.items():
+        name = key.replace(".ls1", ".ls1.gamma").replace(".ls2", ".ls2.gamma") if ".ls" in key else key
+        if name in source and not key.startswith("img_pos_embed"):
+            assert torch.equal(value, source[name]), key
+            compared += 1
+    assert compared >= len(tower) - 1
+    assert result.metrics["loss_last"] < result.metrics["loss_first"]  # the rest did train
+
+
 def test_resume_from_a_checkpoint_is_exact(corpus256, tmp_path):
     """A run stopped after its step-8 checkpoint (its newer checkpoint and final export removed, as a kill
     leaves it) and started again ends with the very weights of an uninterrupted run."""

@@ -52,16 +52,27 @@ ANNOTATION_KINDS = ("video_text", "instructions", "mcqa")
 # --------------------------------------------------------------------------------------------- model build
 def build_chat_config(spec: ChatModelSpec, *, llm: str | None = None) -> ChatConfig:
     """The :class:`ChatConfig` of ``spec``: the named architecture, the tower of a stage-2 ``vision_init``
-    folder when given (depth − 1 blocks, every token: :func:`chat_vision_config`), then the overrides.
+    folder when given (depth − 1 blocks, every token: :func:`chat_vision_config`; ``vision_return_index`` -1
+    keeps every block), then the overrides.
     ``llm`` (a saved base LLM folder) replaces the LLM config."""
     from iv2_encoders.pretrained import read_saved_config, saved_folder
 
     base = chat_config(spec.name)
-    vision = base.vision
+    vision = base.vision  # built with the official return index -2: depth - 1 blocks of its encoder
     folder = saved_folder(spec.vision_init) if spec.vision_init else None
     if folder is not None:
         encoder, _ = read_saved_config(folder)
-        vision = chat_vision_config(encoder, num_frames=base.vision.num_frames)
+        try:
+            vision = chat_vision_config(encoder, return_index=spec.vision_return_index,
+                                        num_frames=base.vision.num_frames)
+        except ValueError as error:
+            raise ValueError(f"model.vision_return_index for {folder}: {error}") from None
+    elif spec.vision_return_index != -2:
+        encoder_depth = vision.depth + 1
+        if not -encoder_depth <= spec.vision_return_index < 0:
+            raise ValueError(f"model.vision_return_index must be in [-{encoder_depth}, -1] for the "
+                             f"{encoder_depth}-block encoder of {spec.name!r}, got {spec.vision_return_index}")
+        vision = vision.replace(depth=encoder_depth + spec.vision_return_index + 1)
     if spec.vision:
         vision = vision.replace(**spec.vision)
     qformer = {**base.qformer_dict(), "encoder_width": vision.embed_dim, **spec.qformer}

@@ -144,7 +144,8 @@ def tiny_chat_config(
 def tiny_synthetic_chat_config(*, llm_vocab_size: int | None = None,
                                qformer_vocab_size: int | None = None) -> ChatConfig:
     """The demo's chat model (flavor ``tiny-synthetic``): the chat tower of ``internvideo2-tiny`` (56 px, 4
-    frames, patch 14, 64-d; depth 2 − 1 = 1 block, every token, run-time position interpolation), a 2-layer
+    frames, patch 14, 64-d; depth 2 − 1 = 1 block, every token, run-time position interpolation; the
+    ``tiny-synthetic`` training flavor keeps both blocks: ``model.vision_return_index`` -1), a 2-layer
     64-d QFormer crossing to the tower in every layer, 4 + 4 queries, a 2-layer 64-d Mistral-architecture LLM
     with random weights and LoRA (r 16, α 32) on the official target modules.
 
