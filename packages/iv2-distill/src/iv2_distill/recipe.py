@@ -248,7 +248,7 @@ def check_ready(cfg: DistillConfig) -> None:
 # ------------------------------------------------------------------------------------------------- flavors
 # The two sizes of the synthetic flavors: steps of the two teachers and of the student, fixed views per clip.
 # The video teacher's held-out direction accuracy jumps late: 46.9% after 300 steps, 98.4% after 600 (demo
-# corpus, seed 0; about 20 s more), so the default trains it 600 steps.
+# corpus, seed 0; about 9 s more), so the default trains it 600 steps.
 _SYNTHETIC_SIZES: dict[str, dict[str, int]] = {
     "default": {"clips": 512, "student_steps": 300, "image_steps": 200, "video_steps": 600, "views": 2},
     "quick": {"clips": 256, "student_steps": 60, "image_steps": 100, "video_steps": 40, "views": 1},
