@@ -96,6 +96,20 @@ def test_rerun_of_a_finished_run_returns_the_same_result_without_training(quick_
     assert time.perf_counter() - started < 0.5 * sum(result.seconds.values()) + 5
 
 
+def assert_tower_is_the_encoder(tower, source):
+    """Every tensor of the chat ``tower`` state dict but the image position table equals the stage-2 encoder's
+    (``source``; its LayerScale keys end in ``.gamma``, the tower's are bare)."""
+    import torch
+
+    compared = 0
+    for key, value in tower.items():
+        name = key.replace(".ls1", ".ls1.gamma").replace(".ls2", ".ls2.gamma") if ".ls" in key else key
+        if name in source and not key.startswith("img_pos_embed"):
+            assert torch.equal(value, source[name]), key
+            compared += 1
+    assert compared >= len(tower) - 1  # every tensor but the image position table
+
+
 def test_a_stage2_encoder_folder_becomes_the_chat_tower(tmp_path):
     """``model.vision_init``: a stage-2 ``save_pretrained`` folder; the chat tower is its first depth - 1
     blocks with the same weights (the official chat tower drops the last block and the pooling head)."""
@@ -113,14 +127,8 @@ def test_a_stage2_encoder_folder_becomes_the_chat_tower(tmp_path):
     torch.manual_seed(4)
     model = VideoChatModel(cfg)
     load_vision_init(model, tmp_path / "vision")
-    tower, source = model.vision_encoder.state_dict(), encoder.state_dict()
-    compared = 0
-    for key, value in tower.items():
-        name = key.replace(".ls1", ".ls1.gamma").replace(".ls2", ".ls2.gamma") if ".ls" in key else key
-        if name in source and not key.startswith("img_pos_embed"):
-            assert torch.equal(value, source[name]), key
-            compared += 1
-    assert compared >= len(tower) - 1  # every tensor but the image position table
+    tower = model.vision_encoder.state_dict()
+    assert_tower_is_the_encoder(tower, encoder.state_dict())
     assert not any(k.startswith(f"blocks.{encoder.cfg.depth - 1}.") for k in tower)
 
 
@@ -144,13 +152,9 @@ def test_vision_return_index_minus_one_keeps_every_block_of_the_stage2_encoder(t
     assert cfg.vision.depth == encoder.cfg.depth and not cfg.vision.pool_head
     model = VideoChatModel(cfg)
     load_vision_init(model, tmp_path / "vision")
-    tower, source = model.vision_encoder.state_dict(), encoder.state_dict()
-    last = f"blocks.{encoder.cfg.depth - 1}."
-    last_block = [k for k in tower if k.startswith(last)]
-    assert last_block
-    for key in last_block:
-        name = key.replace(".ls1", ".ls1.gamma").replace(".ls2", ".ls2.gamma") if ".ls" in key else key
-        assert torch.equal(tower[key], source[name]), key
+    tower = model.vision_encoder.state_dict()
+    assert any(k.startswith(f"blocks.{encoder.cfg.depth - 1}.") for k in tower)
+    assert_tower_is_the_encoder(tower, encoder.state_dict())
     # without a folder the named tower (depth - 1 blocks of its encoder) grows by the same rule
     named = build_chat_config(ChatModelSpec(name="tiny-synthetic"))
     assert build_chat_config(ChatModelSpec(name="tiny-synthetic", vision_return_index=-1)).vision.depth == \
@@ -180,16 +184,9 @@ def test_the_demo_flavor_trains_on_a_frozen_tower_of_every_stage2_block(corpus25
     cfg.train.logging.progress = "none"
     result = train(cfg)
     weights = load_file(str(result.export))
-    source = encoder.state_dict()
     tower = {k[len("vision_encoder."):]: v for k, v in weights.items() if k.startswith("vision_encoder.")}
     assert any(k.startswith(f"blocks.{encoder.cfg.depth - 1}.") for k in tower)
-    compared = 0
-    for key, value in tower.items():
-        name = key.replace(".ls1", ".ls1.gamma").replace(".ls2", ".ls2.gamma") if ".ls" in key else key
-        if name in source and not key.startswith("img_pos_embed"):
-            assert torch.equal(value, source[name]), key
-            compared += 1
-    assert compared >= len(tower) - 1
+    assert_tower_is_the_encoder(tower, encoder.state_dict())
 
 
 def test_resume_from_a_checkpoint_is_exact(corpus256, tmp_path):
