@@ -89,7 +89,8 @@ def describe(finished: dict[str, dict[str, Any]]) -> dict[str, str]:
                    "the video tokens masked, then unmasked with the video encoder frozen; retrieval on the held-out "
                    "clips with ITM re-ranking."),
         "stage2_random": "the paper's ablation: the same stage 2 from a randomly initialised video encoder.",
-        "stage3": ("iv2-chat: the stage-2 encoder's tokens go through a QFormer and a projection into a small "
+        "stage3": ("iv2-chat: the stage-2 encoder's tokens (both its blocks, frozen) go through a QFormer and a "
+                   "projection into a small "
                    "random causal LM with LoRA, trained on the corpus' conversations and multiple-choice "
                    "questions; MC-QA accuracy on the held-out clips per task against chance (25%). The corpus "
                    "lists each question's options in the attribute's order (distractors drawn at random), so "

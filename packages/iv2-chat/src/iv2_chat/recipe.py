@@ -60,19 +60,17 @@ def build_chat_config(spec: ChatModelSpec, *, llm: str | None = None) -> ChatCon
     base = chat_config(spec.name)
     vision = base.vision  # built with the official return index -2: depth - 1 blocks of its encoder
     folder = saved_folder(spec.vision_init) if spec.vision_init else None
+    encoder, overrides = None, {}
     if folder is not None:
         encoder, _ = read_saved_config(folder)
-        try:
-            vision = chat_vision_config(encoder, return_index=spec.vision_return_index,
-                                        num_frames=base.vision.num_frames)
-        except ValueError as error:
-            raise ValueError(f"model.vision_return_index for {folder}: {error}") from None
+        overrides = {"num_frames": base.vision.num_frames}
     elif spec.vision_return_index != -2:
-        encoder_depth = vision.depth + 1
-        if not -encoder_depth <= spec.vision_return_index < 0:
-            raise ValueError(f"model.vision_return_index must be in [-{encoder_depth}, -1] for the "
-                             f"{encoder_depth}-block encoder of {spec.name!r}, got {spec.vision_return_index}")
-        vision = vision.replace(depth=encoder_depth + spec.vision_return_index + 1)
+        encoder = vision.replace(depth=vision.depth + 1)  # the named tower's encoder
+    if encoder is not None:
+        try:
+            vision = chat_vision_config(encoder, return_index=spec.vision_return_index, **overrides)
+        except ValueError as error:
+            raise ValueError(f"model.vision_return_index for {folder or spec.name}: {error}") from None
     if spec.vision:
         vision = vision.replace(**spec.vision)
     qformer = {**base.qformer_dict(), "encoder_width": vision.embed_dim, **spec.qformer}
