@@ -17,6 +17,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported: CPU
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn  # before the group exists: DDP imports it; imported later it pins group.WORLD
 
 from iv2_kernels import contrastive_loss
 

@@ -123,6 +123,20 @@ def meta_loader_uses_rank_0s_order(rank: int) -> list[str]:
     return []
 
 
+def group_released(rank: int) -> list[str]:
+    """After shutdown_distributed() gloo's threads are gone. A group something still holds outlives it and is
+    torn down at interpreter exit, where a rank aborted now and then ("terminate called without an active
+    exception"); the Trainer's DDP run above pinned it through torch.distributed.nn's default arguments."""
+    import os
+    from pathlib import Path
+
+    if not sys.platform.startswith("linux"):
+        return []
+    names = [p.read_text().strip() for p in Path(f"/proc/{os.getpid()}/task").glob("*/comm")]
+    left = [n for n in names if n.startswith("pt_gloo")]
+    return [f"rank {rank}: gloo threads {left} still run after shutdown_distributed()"] if left else []
+
+
 def main() -> None:
     from tiny_run import die_with_parent
 
@@ -180,6 +194,7 @@ def main() -> None:
     failures += checkpoint_failure_on_one_rank(env.rank)
     failures += meta_loader_uses_rank_0s_order(env.rank)
     shutdown_distributed()
+    failures += group_released(rank)
     if failures:
         print(f"rank {rank}: " + "; ".join(failures), file=sys.stderr)
         sys.exit(1)

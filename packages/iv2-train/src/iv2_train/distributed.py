@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import importlib
 import os
 import random
 import socket
@@ -86,6 +87,13 @@ def init_distributed(cfg: DistributedConfig | None = None) -> DistEnv:
         init_kwargs: dict[str, Any] = {"backend": backend, "rank": rank, "world_size": world_size}
         if device.type == "cuda":
             init_kwargs["device_id"] = device
+        # torch.distributed.nn.functional binds ``group.WORLD`` as a default argument when it is imported, and
+        # DDP imports it (through torch._dynamo) on first use. Imported after the group exists, it pins the
+        # group for good: destroy_process_group() then leaves gloo's threads running until interpreter
+        # teardown, where a rank aborted now and then ("terminate called without an active exception").
+        # Imported first, it binds None.
+        importlib.import_module("torch.distributed.nn")
+
         dist.init_process_group(**init_kwargs)
     if dist.is_initialized():
         rank, world_size = dist.get_rank(), dist.get_world_size()
