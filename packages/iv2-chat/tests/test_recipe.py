@@ -83,14 +83,23 @@ def test_training_lifts_mcqa_accuracy_far_above_chance_on_the_items_it_learnt(tm
     assert report.accuracy_strict >= 0.75, report.table()
 
 
-def test_rerun_of_a_finished_run_returns_the_same_result_without_training(quick_run):
+def test_rerun_of_a_finished_run_returns_the_same_result_without_training_and_leaves_torch_threads(quick_run):
     import time
+
+    import torch
 
     from iv2_chat import train
 
     cfg, result = quick_run
-    started = time.perf_counter()
-    again = train(cfg)
+    assert cfg.torch_threads == 1
+    caller = torch.get_num_threads()
+    torch.set_num_threads(caller + 1)  # a caller's setting other than the config's
+    try:
+        started = time.perf_counter()
+        again = train(cfg)
+        assert torch.get_num_threads() == caller + 1  # torch_threads held only while train() ran
+    finally:
+        torch.set_num_threads(caller)
     assert again.metrics == result.metrics
     assert again.phases["instruct"].step == cfg.instruct.max_steps
     assert time.perf_counter() - started < 0.5 * sum(result.seconds.values()) + 5

@@ -366,7 +366,18 @@ class ChatTrainResult:
 def train(cfg: ChatTrainConfig) -> ChatTrainResult:
     """Run the recipe of ``cfg`` (module docstring): every phase with ``max_steps > 0`` in order, then the
     MC-QA evaluation on the held-out items. Works in one process, under ``torchrun`` and under the DeepSpeed
-    launcher (per-phase strategies); resumes exactly."""
+    launcher (per-phase strategies); resumes exactly. ``cfg.torch_threads`` holds while it runs; the caller's
+    setting comes back afterwards."""
+    threads = torch.get_num_threads()
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    try:
+        return _train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: ChatTrainConfig) -> ChatTrainResult:
     import time
 
     from iv2_train import barrier, get_rank, init_distributed
@@ -374,8 +385,6 @@ def train(cfg: ChatTrainConfig) -> ChatTrainResult:
     from .bundle import save_chat, write_chat_weights
 
     output = Path(cfg.train.output_dir)
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
     init_distributed(cfg.train.distributed)
     ensure_corpus(cfg)
     tokenizer, qformer_tokenizer = load_tokenizers(cfg.model)
