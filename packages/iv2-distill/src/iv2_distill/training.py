@@ -139,8 +139,8 @@ class DistillResult:
 # ----------------------------------------------------------------------------------------------- preparation
 def prepare_corpus(cfg: DistillConfig) -> Path | None:
     """Write the synthetic corpus of ``cfg.data.corpus`` if asked for and missing or of older records
-    (rank 0; collective). A corpus
-    already there is used as it is (its clips decide; the teachers and the target cache record which)."""
+    (rank 0; collective). A corpus already there is used as it is (its clips decide; the teachers and the
+    target cache record which)."""
     from iv2_data.synthetic import corpus_is_current
     from iv2_train import barrier, get_rank
 
