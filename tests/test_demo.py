@@ -36,6 +36,7 @@ def _fake_train(name, metrics, calls, *, interrupt=None):
 class StandInConfig:
     steps: int = 10
     seed: int = 0
+    corpus: str = ""  # a path inside the output folder, as the real stages' configs hold
 
 
 STAND_IN_METRICS = {
@@ -54,7 +55,8 @@ def stand_ins(monkeypatch):
     calls = []
     state = {"interrupt": None, "steps": {}, "corpus_writes": 0}
     stages = tuple(Stage(s.name, s.title, s.package,
-                         lambda settings, finished, name=s.name: StandInConfig(steps=state["steps"].get(name, 10)),
+                         lambda settings, finished, name=s.name: StandInConfig(
+                             steps=state["steps"].get(name, 10), corpus=str(settings.root / "corpus")),
                          _fake_train(s.name, STAND_IN_METRICS[s.name], calls,
                                      interrupt=lambda n: state["interrupt"] == n),
                          needs=s.needs)
@@ -132,6 +134,33 @@ def test_an_interrupted_demo_resumes_from_the_last_finished_stage(tmp_path, stan
     assert calls == []
     after = json.loads((tmp_path / "report.json").read_text())
     assert {k: after[k] for k in DESIGN_KEYS} == {k: before[k] for k in DESIGN_KEYS}
+
+
+def test_a_moved_demo_folder_is_still_finished(tmp_path, stand_ins):
+    # the stages' configs hold paths inside the output folder; moved, the folder's results are still this run's
+    import shutil
+
+    calls, state = stand_ins
+    assert main(["--output", str(tmp_path / "first"), "--quick"]) == 0
+    before = json.loads((tmp_path / "first" / "report.json").read_text())
+    shutil.move(tmp_path / "first", tmp_path / "moved")
+    calls.clear()
+    assert main(["--output", str(tmp_path / "moved"), "--quick"]) == 0
+    assert calls == [] and state["corpus_writes"] == 1
+    after = json.loads((tmp_path / "moved" / "report.json").read_text())
+    assert {k: after[k] for k in DESIGN_KEYS} == {k: before[k] for k in DESIGN_KEYS}
+
+
+def test_config_digest_counts_paths_inside_the_output_folder_relative_to_it(tmp_path):
+    def digest(corpus, root):
+        return config_digest(StandInConfig(corpus=str(tmp_path / corpus)), tmp_path / root)
+
+    assert digest("a/corpus", "a") == digest("b/corpus", "b")
+    assert digest("a", "a") == digest("b", "b")
+    # a path outside the folder still counts as it is: another input is another run
+    assert digest("elsewhere/corpus", "a") != digest("other/corpus", "a")
+    # a sibling whose name starts like the folder's is not inside it
+    assert digest("ab/corpus", "a") != digest("bb/corpus", "b")
 
 
 def test_a_corpus_of_older_records_is_written_again_and_every_stage_reruns(tmp_path, stand_ins, monkeypatch):

@@ -155,16 +155,32 @@ STAGES: tuple[Stage, ...] = (
 )
 
 
-def config_digest(config: Any) -> str:
+def config_digest(config: Any, root: str | os.PathLike | None = None) -> str:
     """What identifies a stage's run: a hash of its whole config (flavor, sizes, paths, seeds) and of the
-    corpus records' version (the same paths can hold other records)."""
+    corpus records' version (the same paths can hold other records). Paths inside ``root`` (the output folder)
+    count relative to it: a finished demo folder that was moved or renamed is still finished."""
     import hashlib
 
     from iv2_data.synthetic import CORPUS_VERSION
 
     document = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    if root is not None:
+        document = _under_root(document, os.fspath(root))
     document = {"config": document, "corpus_version": CORPUS_VERSION}
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _under_root(value: Any, root: str) -> Any:
+    """``value`` with every string that is ``root`` or a path inside it written as ``<output>/...``."""
+    if isinstance(value, str):
+        if value == root or value.startswith(root.rstrip(os.sep) + os.sep):
+            return "<output>" + value[len(root.rstrip(os.sep)):]
+        return value
+    if isinstance(value, dict):
+        return {key: _under_root(item, root) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_under_root(item, root) for item in value]
+    return value
 
 
 def stage_record_path(settings: DemoSettings, name: str) -> Path:
@@ -233,7 +249,7 @@ def _run(settings: DemoSettings, stages: tuple[str, ...] | None, echo: Callable[
             continue
         cfg = stage.configure(settings, finished)
         set_seeds(cfg, settings.seed)
-        digest = config_digest(cfg)
+        digest = config_digest(cfg, settings.root)
         record = finished.get(stage.name)
         stale = record is not None and (record.get("config") != digest or any(n in ran for n in stage.needs))
         if record is not None and not stale:
