@@ -94,3 +94,16 @@ def test_release_workflow_builds_checks_and_publishes_the_tagged_package():
         assert needed in steps
     assert wf["jobs"]["publish"]["permissions"]["id-token"] == "write"
     assert wf[True]["push"]["tags"]  # YAML reads the key `on` as True
+
+
+def test_the_workspace_environment_holds_compiled_bytecode():
+    # uv's compile-bytecode (pyproject.toml): without the .pyc files, a PYTHONDONTWRITEBYTECODE machine compiles
+    # torch and transformers from source in every process (README, "Developing")
+    import importlib.util
+
+    import torch
+    import transformers
+
+    for module in (torch, transformers):
+        cached = Path(importlib.util.cache_from_source(module.__file__))
+        assert cached.is_file(), f"{cached} is missing: was the environment synced with compile-bytecode?"
