@@ -90,13 +90,13 @@ def describe(finished: dict[str, dict[str, Any]]) -> dict[str, str]:
                    "clips with ITM re-ranking."),
         "stage2_random": "the paper's ablation: the same stage 2 from a randomly initialised video encoder.",
         "stage3": ("iv2-chat: the stage-2 encoder's tokens (both its blocks, frozen) go through a QFormer and a "
-                   "projection into a small "
-                   "random causal LM with LoRA, trained on the corpus' conversations and multiple-choice "
-                   "questions; MC-QA accuracy on the held-out clips per task against chance (25%). The corpus "
-                   "lists each question's options in the attribute's order (distractors drawn at random), so "
-                   "a letter follows from its option's text: a random LM learns the video within minutes, "
-                   "but not to point from a shuffled option's text to its letter (with shuffled options: "
-                   "40.6% by letter, 60.5% by option text, measured)."),
+                   "projection into a small random causal LM with LoRA, trained on the corpus' conversations and "
+                   "multiple-choice questions; MC-QA accuracy on the held-out clips per task against chance (25%). "
+                   "The corpus lists each question's options in the attribute's order (distractors drawn at "
+                   "random), not shuffled: for motion and count a letter follows from its option's text, for "
+                   "colour and identity the option is one of four in a fixed order. A random LM learns the video "
+                   "within minutes, but not to point from a shuffled option's text to its letter (with shuffled "
+                   "options: 40.6% by letter, 60.5% by option text, measured)."),
     }
     teachers = finished.get("stage1", {}).get("teachers")
     if teachers:
