@@ -173,6 +173,13 @@ def _ids(tokenizer: Any, text: str, special: bool = False) -> list[int]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
+def _ids_of(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Each text's ids (no special tokens) from one tokenizer call: a fast tokenizer encodes the list as one
+    batch, the same ids as text by text for a fraction of the per-call overhead (the demo's stage 3 spent ~10% of
+    its step here)."""
+    return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
 def tokenize_training_conversation(tokenizer: Any, conversation: str, media: str = "video") -> TokenizedConversation:
     """Tokenise a :func:`training_conversation` string with the official label rule (module docstring)."""
     _, end = _media(media)
@@ -181,25 +188,32 @@ def tokenize_training_conversation(tokenizer: Any, conversation: str, media: str
         raise ValueError(f"the conversation must contain {end!r} exactly once, found {len(parts) - 1}: "
                          f"{conversation[:120]!r}")
     before, after = parts[0], end + parts[1]
-    after_ids = _ids(tokenizer, after)
-    labels = list(after_ids)
     sep_end, sep_start = f" {HUMAN_END} ", f"{HUMAN_START} "
     pieces = after.split(sep_end)
     pieces = [p + sep_end for p in pieces[:-1]] + pieces[-1:]
-    length = len(_ids(tokenizer, pieces[0].rstrip()))  # the media tail and the first question: no loss
+    middle = pieces[1:-1]  # "a </s> [INST] q [/INST] ": the answer keeps its loss, the question not
+    # the whole tail, then its pieces as the official rule counts them: the media tail and the first question,
+    # each middle piece and its answer, the last piece; and the text before the media
+    texts = [after, pieces[0].rstrip()]
+    for piece in middle:
+        texts += [piece.rstrip(), piece.split(sep_start)[0].rstrip()]
+    texts += [pieces[-1].rstrip(), before]
+    ids = _ids_of(tokenizer, texts)
+    after_ids, before_ids = ids[0], ids[-1]
+    labels = list(after_ids)
+    length = len(ids[1])  # no loss
     labels[:length] = [IGNORE_INDEX] * min(length, len(labels))
-    for piece in pieces[1:-1]:  # "a </s> [INST] q [/INST] ": the answer keeps its loss, the question not
-        total = len(_ids(tokenizer, piece.rstrip()))
-        answer = len(_ids(tokenizer, piece.split(sep_start)[0].rstrip()))
+    for k in range(len(middle)):
+        total, answer = len(ids[2 + 2 * k]), len(ids[3 + 2 * k])
         labels[length + answer: length + total] = [IGNORE_INDEX] * max(0, min(total, len(labels) - length) - answer)
         length += total
-    length += len(_ids(tokenizer, pieces[-1].rstrip()))
+    length += len(ids[-2])
     if length != len(after_ids):
         raise ValueError(
             f"the tokenizer does not split this conversation into the pieces the label rule expects "
             f"({length} tokens counted piecewise, {len(after_ids)} in one piece): {conversation[:200]!r}"
         )
-    return TokenizedConversation(_ids(tokenizer, before), after_ids, labels)
+    return TokenizedConversation(before_ids, after_ids, labels)
 
 
 def tokenize_template_conversation(
