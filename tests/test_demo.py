@@ -1,8 +1,11 @@
 """``iv2 demo``: the stage chaining, resume, settings checks and the report, on stand-in stages (seconds), and
 the real three stages end to end with ``--quick`` (each beats chance by a clear margin)."""
 
+import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -62,6 +65,7 @@ def stand_ins(monkeypatch):
                          needs=s.needs)
                    for s in pipeline.STAGES)
     monkeypatch.setattr(pipeline, "STAGES", stages)
+    monkeypatch.setattr(pipeline, "default_jobs", lambda threads: 1)  # closures: they run in this process only
 
     def fake_corpus(settings):
         import iv2_data.synthetic
@@ -134,6 +138,73 @@ def test_an_interrupted_demo_resumes_from_the_last_finished_stage(tmp_path, stan
     assert calls == []
     after = json.loads((tmp_path / "report.json").read_text())
     assert {k: after[k] for k in DESIGN_KEYS} == {k: before[k] for k in DESIGN_KEYS}
+
+
+@pytest.fixture
+def side_stand_in(stand_ins, monkeypatch):
+    """The stand-ins, with the ablation's stage one that a worker process can import (tests/demo_side_stage.py)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    import demo_side_stage
+
+    cfg = {"name": "stage2_random", "metrics": STAND_IN_METRICS["stage2_random"]}
+    stages = tuple(dataclasses.replace(s, configure=lambda settings, finished: dict(cfg), train=demo_side_stage.train)
+                   if s.name == "stage2_random" else s for s in pipeline.STAGES)
+    monkeypatch.setattr(pipeline, "STAGES", stages)
+    return stand_ins[0], cfg
+
+
+def test_the_ablation_runs_in_a_worker_process_beside_the_main_line(tmp_path, side_stand_in, capsys):
+    calls, _ = side_stand_in
+    assert main(["--output", str(tmp_path), "--quick", "--jobs", "2"]) == 0
+    assert calls == ["stage1", "stage2", "stage3"]  # here; the ablation there
+    record = json.loads((tmp_path / "stages" / "stage2_random.json").read_text())
+    assert record["pid"] != os.getpid()
+    assert f"stand-in stage2_random in process {record['pid']}" in (tmp_path / "stage2_random" / "demo.log").read_text()
+    assert "beside the other stages" in capsys.readouterr().out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["ablation"]["t2v_r1"]["random_init"] == pytest.approx(0.1)
+    # the total counts only the wait for it (here: its process' start, the stand-ins take no time), not its run
+    records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "stages").glob("*.json")}
+    assert record["wall_seconds"] >= 0 and record["seconds"] >= 0
+    assert report["seconds"] == pytest.approx(sum(r.get("wall_seconds", r["seconds"]) for r in records.values()),
+                                              abs=0.2)
+    # finished: a rerun starts no worker and runs nothing
+    calls.clear()
+    assert main(["--output", str(tmp_path), "--quick", "--jobs", "2"]) == 0
+    assert calls == [] and "finished earlier" in capsys.readouterr().out
+    assert json.loads((tmp_path / "stages" / "stage2_random.json").read_text())["pid"] == record["pid"]
+
+
+def test_a_stage_that_fails_beside_the_others_is_reported_and_the_rest_carries_on(tmp_path, side_stand_in, capsys):
+    calls, cfg = side_stand_in
+    cfg["fail"] = True
+    assert main(["--output", str(tmp_path), "--quick", "--jobs", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "stage2_random failed beside the other stages (ValueError: stand-in stage2_random failed on purpose)" in err
+    assert str(tmp_path / "stage2_random" / "demo.log") in err
+    assert "failed on purpose" in (tmp_path / "stage2_random" / "demo.log").read_text()  # with its traceback
+    assert calls == ["stage1", "stage2", "stage3"]
+    assert sorted(p.stem for p in (tmp_path / "stages").glob("*.json")) == ["corpus", "stage1", "stage2", "stage3"]
+    assert "stage2_random" not in json.loads((tmp_path / "report.json").read_text())
+    # fixed, a rerun runs only it
+    cfg["fail"] = False
+    calls.clear()
+    assert main(["--output", str(tmp_path), "--quick", "--jobs", "2"]) == 0
+    assert calls == [] and (tmp_path / "stages" / "stage2_random.json").is_file()
+
+
+def test_one_job_runs_every_stage_in_this_process(tmp_path, side_stand_in):
+    assert main(["--output", str(tmp_path), "--quick", "--jobs", "1"]) == 0
+    assert json.loads((tmp_path / "stages" / "stage2_random.json").read_text())["pid"] == os.getpid()
+    assert not (tmp_path / "stage2_random" / "demo.log").exists()
+
+
+def test_default_jobs_needs_two_cpus_per_stage(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    assert pipeline.default_jobs(1) == 2 and pipeline.default_jobs(2) == 2 and pipeline.default_jobs(3) == 1
+    assert pipeline.default_jobs(None) == 1  # torch's default threads take every CPU
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert pipeline.default_jobs(1) == 1
 
 
 def test_a_moved_demo_folder_is_still_finished(tmp_path, stand_ins):

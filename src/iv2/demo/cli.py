@@ -31,6 +31,9 @@ def build_parser(prog: str = "iv2 demo") -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="the corpus' and every stage's seed")
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch intra-op threads (the tiny models gain nothing from more)")
+    parser.add_argument("--jobs", type=positive_int, default=None,
+                        help="stages run at once: 2 runs the random-init ablation in a worker process beside the "
+                             "main line (default: 2 where there are two CPUs per stage's --threads, else 1)")
     parser.add_argument("--stages", nargs="+", default=None, metavar="STAGE",
                         choices=("stage1", "stage2", "stage2_random", "stage3"),
                         help="run only these stages (and the ones they need); the report covers what is finished")
@@ -46,7 +49,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "iv2 demo") -> int:
         from iv2.demo.pipeline import run_demo
         from iv2.demo.settings import DemoSettings
 
-        settings = DemoSettings(output=args.output, quick=args.quick, seed=args.seed, threads=args.threads)
+        settings = DemoSettings(output=args.output, quick=args.quick, seed=args.seed, threads=args.threads,
+                                jobs=args.jobs)
         if args.fresh and settings.root.exists():
             if not (settings.root / "demo.json").is_file():
                 print(f"{prog}: error: --fresh refuses to delete {settings.root}: it holds no demo run "

@@ -8,6 +8,7 @@ finished stage is never rerun; a killed one resumes inside its package (iv2-trai
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -243,45 +244,204 @@ def _run(settings: DemoSettings, stages: tuple[str, ...] | None, echo: Callable[
         write_json(record, {"seconds": corpus_seconds, "clips": settings.corpus_clips})
     finished = finished_stages(settings)
     wanted = _with_needs(stages) if stages else [s.name for s in STAGES]
+    todo = [(number, stage) for number, stage in enumerate(STAGES, 1) if stage.name in wanted]
     ran: set[str] = set()
-    for number, stage in enumerate(STAGES, 1):
-        if stage.name not in wanted:
-            continue
-        cfg = stage.configure(settings, finished)
-        set_seeds(cfg, settings.seed)
-        digest = config_digest(cfg, settings.root)
-        record = finished.get(stage.name)
-        stale = record is not None and (record.get("config") != digest or any(n in ran for n in stage.needs))
-        if record is not None and not stale:
-            echo(f"[{number}/{len(STAGES)}] {stage.title}: finished earlier ({record['seconds']:.0f} s)")
-            continue
-        if stale:
-            # Its package's config changed (e.g. a new flavor) or a stage it starts from ran again: the stage's
-            # folder is this demo's own; it is cleared so that no earlier result is reported as this run's.
-            why = "a stage it starts from ran again" if record.get("config") == digest else "its configuration changed"
-            echo(f"[{number}/{len(STAGES)}] {stage.title}: finished earlier, but {why}: running it again")
-            _forget(settings, stage.name, finished)
-        echo(f"[{number}/{len(STAGES)}] {stage.title} ({stage.package})")
-        start = time.monotonic()
+    with _Beside(settings, finished, ran, echo) as beside:
+        side = _side_stages(settings, todo, finished)
+        for number, stage in side:
+            prepared = _prepare(settings, number, stage, finished, ran, echo)
+            if prepared is not None:
+                beside.start(number, stage, *prepared)
+        for number, stage in todo:
+            if stage.name in {s.name for _, s in side}:
+                continue
+            prepared = _prepare(settings, number, stage, finished, ran, echo)
+            if prepared is None:
+                continue
+            cfg, digest = prepared
+            echo(f"[{number}/{len(STAGES)}] {stage.title} ({stage.package})")
+            start = time.monotonic()
+            try:
+                record = stage.train(settings, cfg)
+            except KeyboardInterrupt:
+                raise Interrupted(f"{len(finished)} of {len(STAGES)} stages done") from None
+            record["seconds"] = time.monotonic() - start
+            record["threads"] = _threads()
+            _record(settings, number, stage, record, digest, finished, ran, echo)
+            for later in STAGES[number:]:  # results built on this stage's earlier product are no longer this run's
+                if later.name not in wanted and later.name in finished and set(later.needs) & ran:
+                    echo(f"      {later.name}: its finished result started from the earlier {stage.name}; removed "
+                         "(run it again with --stages)")
+                    _forget(settings, later.name, finished)
+                    ran.add(later.name)  # and so, in turn, what starts from it
+            beside.collect()
         try:
-            record = stage.train(settings, cfg)
+            beside.collect(wait=True)
         except KeyboardInterrupt:
             raise Interrupted(f"{len(finished)} of {len(STAGES)} stages done") from None
-        record["seconds"] = time.monotonic() - start
-        record["threads"] = _threads()
-        record["config"] = digest
-        write_json(stage_record_path(settings, stage.name), record)
-        finished[stage.name] = record
-        ran.add(stage.name)
-        echo(f"[{number}/{len(STAGES)}] done in {record['seconds']:.0f} s")
-        for later in STAGES[number:]:  # results built on this stage's earlier product are no longer this run's
-            if later.name not in wanted and later.name in finished and set(later.needs) & ran:
-                echo(f"      {later.name}: its finished result started from the earlier {stage.name}; removed "
-                     "(run it again with --stages)")
-                _forget(settings, later.name, finished)
-                ran.add(later.name)  # and so, in turn, what starts from it
     log.info("demo stages took %.0f s", time.monotonic() - t0)
-    return write_report(settings, finished, corpus_seconds=corpus_seconds, echo=echo)
+    report = write_report(settings, finished, corpus_seconds=corpus_seconds, echo=echo)
+    if beside.failed:
+        from iv2_data.command_line import CommandError
+
+        raise CommandError("; ".join(beside.failed) + "; the report covers the other stages, and a rerun runs it")
+    return report
+
+
+def _prepare(settings: DemoSettings, number: int, stage: Stage, finished: dict[str, dict[str, Any]], ran: set[str],
+             echo: Callable[[str], None]) -> tuple[Any, str] | None:
+    """The stage's config and its digest when it has to run (clearing an earlier result that is not this
+    run's), None when it finished earlier with the same config."""
+    cfg = stage.configure(settings, finished)
+    set_seeds(cfg, settings.seed)
+    digest = config_digest(cfg, settings.root)
+    record = finished.get(stage.name)
+    stale = record is not None and (record.get("config") != digest or any(n in ran for n in stage.needs))
+    if record is not None and not stale:
+        echo(f"[{number}/{len(STAGES)}] {stage.title}: finished earlier ({record['seconds']:.0f} s)")
+        return None
+    if stale:
+        # Its package's config changed (e.g. a new flavor) or a stage it starts from ran again: the stage's
+        # folder is this demo's own; it is cleared so that no earlier result is reported as this run's.
+        why = "a stage it starts from ran again" if record.get("config") == digest else "its configuration changed"
+        echo(f"[{number}/{len(STAGES)}] {stage.title}: finished earlier, but {why}: running it again")
+        _forget(settings, stage.name, finished)
+    return cfg, digest
+
+
+def _record(settings: DemoSettings, number: int, stage: Stage, record: dict[str, Any], digest: str,
+            finished: dict[str, dict[str, Any]], ran: set[str], echo: Callable[[str], None], note: str = "") -> None:
+    record["config"] = digest
+    write_json(stage_record_path(settings, stage.name), record)
+    finished[stage.name] = record
+    ran.add(stage.name)
+    echo(f"[{number}/{len(STAGES)}] done in {record['seconds']:.0f} s{note}")
+
+
+# ------------------------------------------------------------------------------------------ stages beside
+def default_jobs(threads: int | None) -> int:
+    """How many stages run at once by default: 2 when this process may use at least two CPUs per stage's
+    ``threads`` (the demo's ablation beside the main line), else 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return 2 if threads and cpus >= 2 * threads else 1
+
+
+def _side_stages(settings: DemoSettings, todo: list[tuple[int, Stage]], finished: dict[str, dict[str, Any]]
+                 ) -> list[tuple[int, Stage]]:
+    """The stages to run in worker processes beside the others: ones that start from no other stage and that
+    no stage starts from (the random-init ablation), at most ``jobs - 1``, and only while some other stage is
+    still to run here (alone, a stage runs in this process)."""
+    jobs = settings.jobs if settings.jobs is not None else default_jobs(settings.threads)
+    needed = {name for stage in STAGES for name in stage.needs}
+    side = [(n, s) for n, s in todo if not s.needs and s.name not in needed]
+    if not any(s.name not in finished for n, s in todo if (n, s) not in side):
+        return []
+    return side[:max(0, jobs - 1)]
+
+
+@dataclass
+class _SideRun:
+    number: int
+    stage: Stage
+    digest: str
+    process: Any  # multiprocessing.Process
+    results: Any  # the receiving end of its pipe
+    log: Path
+
+
+class _Beside:
+    """Stages run in spawned worker processes (one each) while this process runs the others; each writes its
+    output to ``DIR/<stage>/demo.log``. A stage's record is written when this process next looks (between its
+    own stages, and at the end, where the time it waits for them counts as the stage's share of the total). One
+    that fails is reported (``failed``) while the others carry on. On an error or Ctrl-C here, a stage still
+    running there is stopped; its package resumes it on the next run."""
+
+    def __init__(self, settings: DemoSettings, finished: dict[str, dict[str, Any]], ran: set[str],
+                 echo: Callable[[str], None]) -> None:
+        self.settings, self.finished, self.ran, self.echo = settings, finished, ran, echo
+        self.running: dict[str, _SideRun] = {}
+        self.failed: list[str] = []
+
+    def __enter__(self) -> _Beside:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is not None:  # what finished there before this run stopped is kept
+            with contextlib.suppress(Exception):
+                self.collect(quiet=True)
+        for side in self.running.values():
+            side.process.terminate()
+            side.process.join()
+        self.running.clear()
+
+    def start(self, number: int, stage: Stage, cfg: Any, digest: str) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # no fork of a process holding torch's threads
+        results, sender = context.Pipe(duplex=False)
+        log_path = self.settings.root / stage.name / "demo.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        process = context.Process(target=_train_beside, args=(sender, stage.train, self.settings, cfg, str(log_path)),
+                                  name=f"iv2 demo {stage.name}")
+        process.start()
+        sender.close()
+        self.running[stage.name] = _SideRun(number, stage, digest, process, results, log_path)
+        self.echo(f"[{number}/{len(STAGES)}] {stage.title} ({stage.package}), beside the other stages; its "
+                  f"output: {log_path}")
+
+    def collect(self, *, wait: bool = False, quiet: bool = False) -> None:
+        """Record the stages that have finished (with ``wait``: all of them, waiting for each; ``quiet``: this
+        run is stopping for another reason, so a failure there, e.g. the same Ctrl-C, is not announced)."""
+        for name, side in list(self.running.items()):
+            if not (wait or side.results.poll()):
+                continue
+            start = time.monotonic()
+            try:
+                status, value = side.results.recv()
+            except EOFError:  # it died without a word (killed, out of memory)
+                side.process.join()
+                status, value = "error", f"its process ended with exit code {side.process.exitcode}"
+            side.process.join()
+            del self.running[name]
+            if status != "ok":  # the others carry on; the demo reports it after writing the report
+                self.failed.append(f"{side.stage.name} failed beside the other stages ({value}); its output: "
+                                   f"{side.log}")
+                if not quiet:
+                    self.echo(f"[{side.number}/{len(STAGES)}] failed: {value} (output: {side.log})")
+                continue
+            waited = time.monotonic() - start
+            # what it added to this run's time: only the wait for it here (the rest ran beside other stages)
+            value["wall_seconds"] = waited if wait else 0.0
+            _record(self.settings, side.number, side.stage, value, side.digest, self.finished, self.ran, self.echo,
+                    note=f" (beside the others; waited {waited:.0f} s for it)" if wait else " (beside the others)")
+
+
+def _train_beside(sender: Any, train: Callable[[DemoSettings, Any], dict[str, Any]], settings: DemoSettings, cfg: Any,
+                  log_path: str) -> None:
+    """A stage in a worker process: its output (progress bars, messages) goes to ``log_path``; its record, or
+    what went wrong, to ``sender``."""
+    with open(log_path, "a", buffering=1) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            if settings.threads:
+                import torch
+
+                torch.set_num_threads(settings.threads)
+            start = time.monotonic()
+            record = train(settings, cfg)
+            record["seconds"] = time.monotonic() - start
+            record["threads"] = _threads()
+            sender.send(("ok", record))
+        except BaseException as error:  # reported by the demo's process, with the traceback in the log
+            import traceback
+
+            traceback.print_exc()
+            sender.send(("error", f"{type(error).__name__}: {error}"))
+            raise SystemExit(1) from None
 
 
 def _with_needs(stages: tuple[str, ...]) -> list[str]:

@@ -35,7 +35,8 @@ def build_report(settings: DemoSettings, finished: dict[str, dict[str, Any]], *,
         keys = [k for k, _ in RETRIEVAL if k in report["stage2"]] + ["t2v_r5", "v2t_r5"]
         report["ablation"] = {k: {"stage1_init": report["stage2"].get(k), "random_init": report["stage2_random"].get(k)}
                               for k in keys if k in report["stage2"]}
-    report["seconds"] = round(corpus_seconds + sum(r["seconds"] for r in finished.values()), 1)
+    # a stage that ran beside the others adds only the time waited for it (``wall_seconds``)
+    report["seconds"] = round(corpus_seconds + sum(r.get("wall_seconds", r["seconds"]) for r in finished.values()), 1)
     report["targets"] = targets(report, quick=settings.quick)
     report["settings"] = settings.identity()
     report["about"] = describe(finished)

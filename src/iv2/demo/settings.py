@@ -26,12 +26,16 @@ class DemoSettings:
     ``quick``: the same path at a smaller size (≤ 2 min); ``seed``: the corpus and every stage's seed (a run is
     deterministic for a seed); ``threads``: torch's intra-op threads (None: torch's default; 1 by default: the
     tiny models gain nothing from a second thread, and on a busy 2-core machine two threads cost the stages 5-7x
-    their CPU time waiting for each other, measured in iv2-align's and iv2-chat's READMEs)."""
+    their CPU time waiting for each other, measured in iv2-align's and iv2-chat's READMEs); ``jobs``: stages
+    run at once (None: 2 where this process may use two CPUs per stage's threads, else 1): the random-init
+    ablation runs in a worker process beside the main line. Neither changes a result: each stage runs alone in
+    its own process with its own seeds."""
 
     output: str = "runs/demo"
     quick: bool = False
     seed: int = 0
     threads: int | None = 1
+    jobs: int | None = None
 
     @property
     def root(self) -> Path:
@@ -42,7 +46,7 @@ class DemoSettings:
         return CORPUS_CLIPS["quick" if self.quick else "default"]
 
     def identity(self) -> dict[str, Any]:
-        """What decides the results (not where they go, nor the thread count)."""
+        """What decides the results (not where they go, nor the thread or job count)."""
         return {"quick": self.quick, "seed": self.seed, "corpus_clips": self.corpus_clips, **CORPUS_FORMAT,
                 "held_out": HELD_OUT}
 
