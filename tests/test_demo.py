@@ -200,6 +200,9 @@ def test_one_job_runs_every_stage_in_this_process(tmp_path, side_stand_in):
 
 
 def test_default_jobs_needs_two_cpus_per_stage(monkeypatch):
+    from iv2.demo import DemoSettings
+
+    assert DemoSettings().jobs == 1  # the Python API: a script without a __main__ guard is not run again
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
     assert pipeline.default_jobs(1) == 2 and pipeline.default_jobs(2) == 2 and pipeline.default_jobs(3) == 1
     assert pipeline.default_jobs(None) == 1  # torch's default threads take every CPU

@@ -27,15 +27,17 @@ class DemoSettings:
     deterministic for a seed); ``threads``: torch's intra-op threads (None: torch's default; 1 by default: the
     tiny models gain nothing from a second thread, and on a busy 2-core machine two threads cost the stages 5-7x
     their CPU time waiting for each other, measured in iv2-align's and iv2-chat's READMEs); ``jobs``: stages
-    run at once (None: 2 where this process may use two CPUs per stage's threads, else 1): the random-init
-    ablation runs in a worker process beside the main line. Neither changes a result: each stage runs alone in
-    its own process with its own seeds."""
+    run at once: with 2 the random-init ablation runs in a spawned worker process beside the main line; None:
+    2 where this process may use two CPUs per stage's threads, else 1 (the command line's default). 1 here: a
+    script that calls ``run_demo`` at its top level, without an ``if __name__ == "__main__":`` guard, would be
+    run again by a spawned process. Neither changes a result: each stage runs alone in its process with its own
+    seeds."""
 
     output: str = "runs/demo"
     quick: bool = False
     seed: int = 0
     threads: int | None = 1
-    jobs: int | None = None
+    jobs: int | None = 1
 
     @property
     def root(self) -> Path:
