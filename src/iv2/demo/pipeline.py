@@ -248,12 +248,13 @@ def _run(settings: DemoSettings, stages: tuple[str, ...] | None, echo: Callable[
     ran: set[str] = set()
     with _Beside(settings, finished, ran, echo) as beside:
         side = _side_stages(settings, todo, finished)
-        for number, stage in side:
-            prepared = _prepare(settings, number, stage, finished, ran, echo)
-            if prepared is not None:
-                beside.start(number, stage, *prepared)
         for number, stage in todo:
-            if stage.name in {s.name for _, s in side}:
+            if stage.name in side:
+                prepared = _prepare(settings, number, stage, finished, ran, echo)
+                if prepared is not None:
+                    beside.start(number, stage, *prepared)
+        for number, stage in todo:
+            if stage.name in side:
                 continue
             prepared = _prepare(settings, number, stage, finished, ran, echo)
             if prepared is None:
@@ -330,16 +331,16 @@ def default_jobs(threads: int | None) -> int:
 
 
 def _side_stages(settings: DemoSettings, todo: list[tuple[int, Stage]], finished: dict[str, dict[str, Any]]
-                 ) -> list[tuple[int, Stage]]:
+                 ) -> set[str]:
     """The stages to run in worker processes beside the others: ones that start from no other stage and that
     no stage starts from (the random-init ablation), at most ``jobs - 1``, and only while some other stage is
     still to run here (alone, a stage runs in this process)."""
     jobs = settings.jobs if settings.jobs is not None else default_jobs(settings.threads)
     needed = {name for stage in STAGES for name in stage.needs}
-    side = [(n, s) for n, s in todo if not s.needs and s.name not in needed]
-    if not any(s.name not in finished for n, s in todo if (n, s) not in side):
-        return []
-    return side[:max(0, jobs - 1)]
+    side = [s.name for _, s in todo if not s.needs and s.name not in needed][:max(0, jobs - 1)]
+    if not any(s.name not in finished for _, s in todo if s.name not in side):
+        return set()
+    return set(side)
 
 
 @dataclass
