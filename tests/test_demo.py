@@ -163,6 +163,8 @@ def test_the_ablation_runs_in_a_worker_process_beside_the_main_line(tmp_path, si
     assert "beside the other stages" in capsys.readouterr().out
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["ablation"]["t2v_r1"]["random_init"] == pytest.approx(0.1)
+    assert report["stage2_random"]["wall_seconds"] == pytest.approx(record["wall_seconds"], abs=0.1)
+    assert "beside the other stages, of which the run waited" in (tmp_path / "report.md").read_text()
     # the total counts only the wait for it (here: its process' start, the stand-ins take no time), not its run
     records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "stages").glob("*.json")}
     assert record["wall_seconds"] >= 0 and record["seconds"] >= 0

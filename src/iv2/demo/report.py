@@ -29,6 +29,8 @@ def build_report(settings: DemoSettings, finished: dict[str, dict[str, Any]], *,
     report: dict[str, Any] = {}
     for name, record in finished.items():
         report[name] = {**record["metrics"], "seconds": round(record["seconds"], 1)}
+        if "wall_seconds" in record:  # it ran in a worker process beside the other stages
+            report[name]["wall_seconds"] = round(record["wall_seconds"], 1)
     if "stage3" in report:
         report["stage3"].setdefault("chance", 0.25)
     if "stage2" in report and "stage2_random" in report:
@@ -307,6 +309,9 @@ def write_markdown(settings: DemoSettings, report: dict[str, Any], plots: dict[s
     for key in ("corpus", "stage1", "stage2", "stage2_random", "stage3"):
         if key == "corpus" or key in report:
             seconds = f" ({report[key]['seconds']:.0f} s)" if key in report else ""
+            if "wall_seconds" in report.get(key, {}):
+                seconds = (f" ({report[key]['seconds']:.0f} s beside the other stages, of which the run waited "
+                           f"{report[key]['wall_seconds']:.0f} s)")
             lines.append(f"- **{key}**{seconds}: {report['about'][key]}")
     lines += ["", "## Loss curves", ""]
     for key, path in plots.items():
