@@ -374,6 +374,8 @@ class _Beside:
             with contextlib.suppress(Exception):
                 self.collect(quiet=True)
         for side in self.running.values():
+            if exc[0] is not None and issubclass(exc[0], KeyboardInterrupt):
+                side.process.join(timeout=10)  # it got the same Ctrl-C: let it stop cleanly (its tqdm's lock)
             side.process.terminate()
             side.process.join()
         self.running.clear()
