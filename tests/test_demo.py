@@ -195,6 +195,19 @@ def test_a_stage_that_fails_beside_the_others_is_reported_and_the_rest_carries_o
     assert calls == [] and (tmp_path / "stages" / "stage2_random.json").is_file()
 
 
+def test_an_interrupted_demo_keeps_what_finished_beside_it(tmp_path, side_stand_in, stand_ins, capsys):
+    _, state = stand_ins
+    state["interrupt"] = "stage2"  # Ctrl-C here while the ablation runs there (it finishes within the grace time)
+    assert main(["--output", str(tmp_path), "--quick", "--jobs", "2"]) == 130
+    assert "interrupted, 2 of 4 stages done" in capsys.readouterr().err
+    assert sorted(p.stem for p in (tmp_path / "stages").glob("*.json")) == ["corpus", "stage1", "stage2_random"]
+    state["interrupt"] = None
+    calls, _ = side_stand_in
+    calls.clear()
+    assert main(["--output", str(tmp_path), "--quick", "--jobs", "2"]) == 0
+    assert calls == ["stage2", "stage3"]
+
+
 def test_one_job_runs_every_stage_in_this_process(tmp_path, side_stand_in):
     assert main(["--output", str(tmp_path), "--quick", "--jobs", "1"]) == 0
     assert json.loads((tmp_path / "stages" / "stage2_random.json").read_text())["pid"] == os.getpid()

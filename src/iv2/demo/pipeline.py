@@ -246,40 +246,37 @@ def _run(settings: DemoSettings, stages: tuple[str, ...] | None, echo: Callable[
     wanted = _with_needs(stages) if stages else [s.name for s in STAGES]
     todo = [(number, stage) for number, stage in enumerate(STAGES, 1) if stage.name in wanted]
     ran: set[str] = set()
-    with _Beside(settings, finished, ran, echo) as beside:
-        side = _side_stages(settings, todo, finished)
-        for number, stage in todo:
-            if stage.name in side:
+    try:
+        with _Beside(settings, finished, ran, echo) as beside:
+            side = _side_stages(settings, todo, finished)
+            for number, stage in todo:
+                if stage.name in side:
+                    prepared = _prepare(settings, number, stage, finished, ran, echo)
+                    if prepared is not None:
+                        beside.start(number, stage, *prepared)
+            for number, stage in todo:
+                if stage.name in side:
+                    continue
                 prepared = _prepare(settings, number, stage, finished, ran, echo)
-                if prepared is not None:
-                    beside.start(number, stage, *prepared)
-        for number, stage in todo:
-            if stage.name in side:
-                continue
-            prepared = _prepare(settings, number, stage, finished, ran, echo)
-            if prepared is None:
-                continue
-            cfg, digest = prepared
-            echo(f"[{number}/{len(STAGES)}] {stage.title} ({stage.package})")
-            start = time.monotonic()
-            try:
+                if prepared is None:
+                    continue
+                cfg, digest = prepared
+                echo(f"[{number}/{len(STAGES)}] {stage.title} ({stage.package})")
+                start = time.monotonic()
                 record = stage.train(settings, cfg)
-            except KeyboardInterrupt:
-                raise Interrupted(f"{len(finished)} of {len(STAGES)} stages done") from None
-            record["seconds"] = time.monotonic() - start
-            record["threads"] = _threads()
-            _record(settings, number, stage, record, digest, finished, ran, echo)
-            for later in STAGES[number:]:  # results built on this stage's earlier product are no longer this run's
-                if later.name not in wanted and later.name in finished and set(later.needs) & ran:
-                    echo(f"      {later.name}: its finished result started from the earlier {stage.name}; removed "
-                         "(run it again with --stages)")
-                    _forget(settings, later.name, finished)
-                    ran.add(later.name)  # and so, in turn, what starts from it
-            beside.collect()
-        try:
+                record["seconds"] = time.monotonic() - start
+                record["threads"] = _threads()
+                _record(settings, number, stage, record, digest, finished, ran, echo)
+                for later in STAGES[number:]:  # results built on this stage's earlier product are no longer this run's
+                    if later.name not in wanted and later.name in finished and set(later.needs) & ran:
+                        echo(f"      {later.name}: its finished result started from the earlier {stage.name}; "
+                             "removed (run it again with --stages)")
+                        _forget(settings, later.name, finished)
+                        ran.add(later.name)  # and so, in turn, what starts from it
+                beside.collect()
             beside.collect(wait=True)
-        except KeyboardInterrupt:
-            raise Interrupted(f"{len(finished)} of {len(STAGES)} stages done") from None
+    except KeyboardInterrupt:  # counted after the stages beside were recorded or stopped
+        raise Interrupted(f"{len(finished)} of {len(STAGES)} stages done") from None
     log.info("demo stages took %.0f s", time.monotonic() - t0)
     report = write_report(settings, finished, corpus_seconds=corpus_seconds, echo=echo)
     if beside.failed:
@@ -370,12 +367,13 @@ class _Beside:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if exc[0] is not None:  # what finished there before this run stopped is kept
-            with contextlib.suppress(Exception):
+        if exc[0] is not None:
+            if issubclass(exc[0], KeyboardInterrupt):
+                for side in self.running.values():  # a Ctrl-C reached it too: it stops cleanly (tqdm's lock)
+                    side.process.join(timeout=10)
+            with contextlib.suppress(Exception):  # what finished there before this run stopped is kept
                 self.collect(quiet=True)
         for side in self.running.values():
-            if exc[0] is not None and issubclass(exc[0], KeyboardInterrupt):
-                side.process.join(timeout=10)  # it got the same Ctrl-C: let it stop cleanly (its tqdm's lock)
             side.process.terminate()
             side.process.join()
         self.running.clear()
