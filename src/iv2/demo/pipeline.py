@@ -249,23 +249,17 @@ def _run(settings: DemoSettings, stages: tuple[str, ...] | None, echo: Callable[
     try:
         with _Beside(settings, finished, ran, echo) as beside:
             side = _side_stages(settings, todo, finished)
-            for number, stage in todo:
-                if stage.name in side:
-                    prepared = _prepare(settings, number, stage, finished, ran, echo)
-                    if prepared is not None:
-                        beside.start(number, stage, *prepared)
-            for number, stage in todo:
-                if stage.name in side:
-                    continue
+            for number, stage in [(n, s) for n, s in todo if s.name in side]:
+                prepared = _prepare(settings, number, stage, finished, ran, echo)
+                if prepared is not None:
+                    beside.start(number, stage, *prepared)
+            for number, stage in [(n, s) for n, s in todo if s.name not in side]:
                 prepared = _prepare(settings, number, stage, finished, ran, echo)
                 if prepared is None:
                     continue
                 cfg, digest = prepared
                 echo(f"[{number}/{len(STAGES)}] {stage.title} ({stage.package})")
-                start = time.monotonic()
-                record = stage.train(settings, cfg)
-                record["seconds"] = time.monotonic() - start
-                record["threads"] = _threads()
+                record = _timed_train(stage.train, settings, cfg)
                 _record(settings, number, stage, record, digest, finished, ran, echo)
                 for later in STAGES[number:]:  # results built on this stage's earlier product are no longer this run's
                     if later.name not in wanted and later.name in finished and set(later.needs) & ran:
@@ -305,6 +299,16 @@ def _prepare(settings: DemoSettings, number: int, stage: Stage, finished: dict[s
         echo(f"[{number}/{len(STAGES)}] {stage.title}: finished earlier, but {why}: running it again")
         _forget(settings, stage.name, finished)
     return cfg, digest
+
+
+def _timed_train(train: Callable[[DemoSettings, Any], dict[str, Any]], settings: DemoSettings, cfg: Any
+                 ) -> dict[str, Any]:
+    """A stage's record from its ``train``, with the seconds it took and the torch threads it ran with."""
+    start = time.monotonic()
+    record = train(settings, cfg)
+    record["seconds"] = time.monotonic() - start
+    record["threads"] = _threads()
+    return record
 
 
 def _record(settings: DemoSettings, number: int, stage: Stage, record: dict[str, Any], digest: str,
@@ -432,11 +436,7 @@ def _train_beside(sender: Any, train: Callable[[DemoSettings, Any], dict[str, An
                 import torch
 
                 torch.set_num_threads(settings.threads)
-            start = time.monotonic()
-            record = train(settings, cfg)
-            record["seconds"] = time.monotonic() - start
-            record["threads"] = _threads()
-            sender.send(("ok", record))
+            sender.send(("ok", _timed_train(train, settings, cfg)))
         except BaseException as error:  # reported by the demo's process, with the traceback in the log
             import traceback
 
