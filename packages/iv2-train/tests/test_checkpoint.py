@@ -215,6 +215,25 @@ def test_metrics_logger_truncates_on_resume_and_plots(tmp_path: Path) -> None:
     assert sorted(p.name for p in written) == ["loss.png", "lr.png"]
 
 
+def test_plot_metrics_draws_each_metric_as_if_alone(tmp_path: Path) -> None:
+    """plot_metrics redraws one figure per metric: nothing of an earlier metric (its points, a log scale, its
+    markers) may show in a later one's PNG."""
+    from matplotlib.image import imread
+
+    def write(path: Path, rows: list[dict]) -> Path:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return path
+
+    # "loss" spans 4 decades (log scale) and has 60 points (no markers); "zeta" is one evaluation point
+    rows = [{"step": s, "loss": 10.0 ** (1 - 4 * s / 60)} for s in range(1, 61)]
+    rows[-1]["zeta"] = 0.5
+    both = plot_metrics(write(tmp_path / "both.jsonl", rows), tmp_path / "both")
+    alone = plot_metrics(write(tmp_path / "alone.jsonl", [{"step": 60, "zeta": 0.5}]), tmp_path / "alone")
+    assert [p.name for p in both] == ["loss.png", "zeta.png"] and [p.name for p in alone] == ["zeta.png"]
+    assert (imread(both[1]) == imread(alone[0])).all()
+    assert not (imread(both[0]).shape == imread(both[1]).shape and (imread(both[0]) == imread(both[1])).all())
+
+
 def test_metrics_appends_never_glue_onto_a_torn_line(tmp_path: Path) -> None:
     """A killed run leaves a line cut short; a logger opened without resume_step (a second logger, an eval
     script) used to append its row onto it, losing both."""

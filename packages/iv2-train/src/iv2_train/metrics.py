@@ -174,19 +174,27 @@ def plot_metrics(metrics_path: str | Path, output_dir: str | Path) -> list[Path]
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for key, (xs, ys) in sorted(series.items()):
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        # Evaluations are few points: mark them, or a single one would not show at all.
-        ax.plot(xs, ys, lw=1.2, marker="o" if len(xs) <= 50 else None, markersize=3)
-        ax.set_xlabel("step")
-        ax.set_ylabel(key)
-        ax.set_title(key)
-        ax.grid(alpha=0.3)
-        if key.startswith("loss") and ys and min(ys) > 0 and max(ys) / max(min(ys), 1e-12) > 100:
-            ax.set_yscale("log")
-        fig.tight_layout()
-        path = out / (key.replace("/", "_") + ".png")
-        fig.savefig(path, dpi=100)
+    # One figure and one line, given each metric's points in turn, with fixed margins and title place: a new
+    # figure per metric with tight_layout (an extra draw to measure the labels) took ~60 ms a plot, most of the
+    # demo's report time; fresh ticks and the title's automatic placement were most of the rest.
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.14, top=0.9)
+    (line,) = ax.plot([], [], lw=1.2, markersize=3)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    try:
+        for key, (xs, ys) in sorted(series.items()):
+            line.set_data(xs, ys)
+            # Evaluations are few points: mark them, or a single one would not show at all.
+            line.set_marker("o" if len(xs) <= 50 else "None")
+            log_scale = key.startswith("loss") and min(ys) > 0 and max(ys) / max(min(ys), 1e-12) > 100
+            ax.set_yscale("log" if log_scale else "linear")
+            ax.relim()
+            ax.autoscale_view()
+            ax.set_title(key, y=1.02)
+            path = out / (key.replace("/", "_") + ".png")
+            fig.savefig(path, dpi=100)
+            written.append(path)
+    finally:
         plt.close(fig)
-        written.append(path)
     return written
