@@ -15,6 +15,7 @@ inference and its outputs are stochastic; that is not reproduced.)
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -53,7 +54,12 @@ def build_llm(cfg: ChatConfig) -> nn.Module:
     if cfg.lora:
         from peft import LoraConfig, TaskType, get_peft_model
 
-        lm = get_peft_model(lm, LoraConfig(task_type=TaskType.CAUSAL_LM, inference_mode=False, **cfg.lora))
+        with warnings.catch_warnings():
+            # peft (0.21) reads transformers' deprecated `is_gradient_checkpointing` in every get_peft_model: a
+            # FutureWarning that users of iv2-chat cannot act on, printed once per model built
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                    category=FutureWarning)
+            lm = get_peft_model(lm, LoraConfig(task_type=TaskType.CAUSAL_LM, inference_mode=False, **cfg.lora))
     return lm
 
 
