@@ -117,6 +117,10 @@ def test_a_target_that_is_missed_is_reported_not_hidden(tmp_path, stand_ins, mon
     assert report["targets"]["stage3_motion"]["met"] is False
     assert report["targets"]["stage1_loss_halved"]["met"] is False
     assert "**not met**" in (tmp_path / "report.md").read_text()
+    # a quick run says whose targets these are
+    assert "The accuracy targets are the default demo's" in (tmp_path / "report.md").read_text()
+    assert main(["--output", str(tmp_path / "default")]) == 0
+    assert "The accuracy targets are the default demo's" not in (tmp_path / "default" / "report.md").read_text()
 
 
 def test_an_interrupted_demo_resumes_from_the_last_finished_stage(tmp_path, stand_ins, capsys):
