@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from iv2_train import plot_metrics, read_metrics
+from iv2_train import plot_metrics
+from iv2_train.metrics import _metric_series
 
 
 def write_metrics(path: Path, train: int, evals: int, steps: int, eval_points: int) -> None:
@@ -41,13 +42,7 @@ def plot_per_figure(metrics_path: Path, output_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series: dict[str, tuple[list[float], list[float]]] = {}
-    for record in read_metrics(metrics_path):
-        for key, value in record.items():
-            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                xs, ys = series.setdefault(key, ([], []))
-                xs.append(record["step"])
-                ys.append(value)
+    series = _metric_series(metrics_path)  # the same points as plot_metrics: only the drawing differs
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for key, (xs, ys) in sorted(series.items()):

@@ -155,6 +155,19 @@ class Progress:
             self._bar = None
 
 
+def _metric_series(metrics_path: str | Path) -> dict[str, tuple[list[float], list[float]]]:
+    """Every numeric metric of ``metrics.jsonl``: its steps and values (what a plot draws)."""
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for record in read_metrics(metrics_path):
+        for key, value in record.items():
+            if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            xs, ys = series.setdefault(key, ([], []))
+            xs.append(record["step"])
+            ys.append(value)
+    return series
+
+
 def plot_metrics(metrics_path: str | Path, output_dir: str | Path) -> list[Path]:
     """One PNG per numeric metric in ``metrics.jsonl`` (against step); returns the files written."""
     import matplotlib
@@ -162,21 +175,14 @@ def plot_metrics(metrics_path: str | Path, output_dir: str | Path) -> list[Path]
     matplotlib.use("Agg")  # no display on training nodes
     import matplotlib.pyplot as plt
 
-    records = read_metrics(metrics_path)
-    series: dict[str, tuple[list[float], list[float]]] = {}
-    for record in records:
-        for key, value in record.items():
-            if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            xs, ys = series.setdefault(key, ([], []))
-            xs.append(record["step"])
-            ys.append(value)
+    series = _metric_series(metrics_path)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     # One figure and one line, given each metric's points in turn, with fixed margins and title place: a new
-    # figure per metric with tight_layout (an extra draw to measure the labels) took ~60 ms a plot, most of the
-    # demo's report time; fresh ticks and the title's automatic placement were most of the rest.
+    # figure per metric with tight_layout (an extra draw to measure the labels) took 46 ms a plot against 18 ms
+    # (benchmarks/train_plots.py), most of the demo's report time; fresh ticks and the title's automatic
+    # placement were most of the rest.
     fig, ax = plt.subplots(figsize=(6, 3.5))
     fig.subplots_adjust(left=0.13, right=0.97, bottom=0.14, top=0.9)
     (line,) = ax.plot([], [], lw=1.2, markersize=3)
