@@ -140,3 +140,13 @@ def test_deepspeed_nonfinite_step_changes_nothing(tmp_path: Path) -> None:
     env["DS_ACCELERATOR"] = "cpu"
     out = run_ok([sys.executable, str(HERE / "ds_nan_run.py"), str(tmp_path)], timeout=300, env=env)
     assert out.strip().endswith("ok")
+
+
+def test_usable_cpus_counts_the_affinity_mask_not_the_machine(monkeypatch):
+    from iv2_train import usable_cpus
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2, 5, 7}, raising=False)
+    assert usable_cpus() == 3  # e.g. `taskset -c 2,5,7` on a 64-CPU machine
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows
+    assert usable_cpus() == 64

@@ -69,6 +69,7 @@ _EXPORTS: dict[str, str] = {
     "seed_everything": "distributed",
     "set_rng_state": "distributed",
     "shutdown_distributed": "distributed",
+    "usable_cpus": "distributed",
     # memory estimates
     "MemoryEstimate": "estimate",
     "activation_bytes": "estimate",
@@ -162,6 +163,7 @@ if TYPE_CHECKING:  # what static analysis and IDEs see; the table above is what 
         seed_everything,
         set_rng_state,
         shutdown_distributed,
+        usable_cpus,
     )
     from .estimate import MemoryEstimate, activation_bytes, count_parameters, estimate_memory, estimate_step_time  # noqa: F401
     from .frozen import FrozenSpec, freeze, frozen_spec, left_out_keys  # noqa: F401

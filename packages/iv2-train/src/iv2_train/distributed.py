@@ -112,6 +112,16 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one, e.g. under ``taskset``, a
+    container's cpuset or a Slurm allocation; else the machine's count): the most intra-op threads that do not
+    compete with each other."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def seed_everything(seed: int, rank: int = 0) -> int:
     """Seed Python, NumPy (if installed) and torch with ``seed + rank``; returns the seed used."""
     value = int(seed) + int(rank)
