@@ -21,6 +21,7 @@ def quick_run(corpus256, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("stage3")
     cfg = synthetic_config(root, corpus=corpus256, quick=True)
+    cfg.instruct.max_steps = 100  # the flavor's 1100 learn the held-out letters (tests/test_demo.py); 100 test the path
     cfg.train.logging.progress = "none"
     return cfg, train(cfg)
 
@@ -91,7 +92,7 @@ def test_rerun_of_a_finished_run_returns_the_same_result_without_training_and_le
     from iv2_chat import train
 
     cfg, result = quick_run
-    assert cfg.torch_threads == 1
+    assert cfg.torch_threads == 2
     caller = torch.get_num_threads()
     torch.set_num_threads(caller + 1)  # a caller's setting other than the config's
     try:
@@ -235,6 +236,38 @@ def test_resume_from_a_checkpoint_is_exact(corpus256, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch_equal(a[key], b[key]), key
+
+
+def test_train_runs_on_its_threads_within_this_process_share_of_the_cpus(monkeypatch):
+    import os
+
+    import torch
+
+    import iv2_chat.recipe
+    from iv2_chat import load_chat_config
+
+    seen = []
+    monkeypatch.setattr(iv2_chat.recipe, "_train", lambda cfg: seen.append(torch.get_num_threads()))
+    cfg = load_chat_config("tiny-synthetic-quick")
+    assert cfg.torch_threads == 2 and load_chat_config("tiny-synthetic").torch_threads == 1
+    caller = torch.get_num_threads()
+
+    def threads_with(cpus: int, local_world_size: str | None, torch_threads: int = 2) -> int:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+        if local_world_size is None:
+            monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+        else:
+            monkeypatch.setenv("LOCAL_WORLD_SIZE", local_world_size)
+        cfg.torch_threads = torch_threads
+        iv2_chat.recipe.train(cfg)
+        assert torch.get_num_threads() == caller
+        return seen.pop()
+
+    assert threads_with(16, None) == 2  # the flavor's 2, not every CPU
+    assert threads_with(1, None) == 1  # never more threads than CPUs
+    assert threads_with(4, "4") == 1  # torchrun's 4 processes on 4 CPUs: one each
+    assert threads_with(8, "2", torch_threads=8) == 4
+    assert threads_with(8, None, torch_threads=0) == caller  # 0: the caller's setting
 
 
 def torch_equal(x, y) -> bool:
