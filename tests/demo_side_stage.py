@@ -3,11 +3,13 @@ the others): its ``cfg`` is a plain dict, its ``train`` a module-level function.
 
 import json
 import os
+import time
 
 
 def train(settings, cfg):
     if cfg.get("fail"):
         raise ValueError(f"stand-in {cfg['name']} failed on purpose")
+    time.sleep(cfg.get("sleep", 0.0))
     run_dir = settings.root / cfg["name"] / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "metrics.jsonl", "w") as f:

@@ -25,8 +25,9 @@ class DemoSettings:
     """One demo run. ``output``: where everything goes (the corpus, each stage's run, plots, the report);
     ``quick``: the same path at a smaller size (≤ 2 min); ``seed``: the corpus and every stage's seed (a run is
     deterministic for a seed); ``threads``: torch's intra-op threads (None: torch's default; 1 by default: the
-    tiny models gain nothing from a second thread, and on a busy 2-core machine two threads cost the stages 5-7x
-    their CPU time waiting for each other, measured in iv2-align's and iv2-chat's READMEs); ``jobs``: stages
+    tiny models gain little from a second thread, and on a busy 2-core machine two threads cost the stages 5-7x
+    their CPU time waiting for each other, measured in iv2-align's and iv2-chat's READMEs; stage 3 runs on its
+    iv2-chat flavor's threads, 2 for ``quick``, with no stage beside it); ``jobs``: stages
     run at once: with 2 the random-init ablation runs in a spawned worker process beside the main line; None:
     2 where this process may use two CPUs per stage's threads, else 1 (the command line's default). 1 here: a
     script that calls ``run_demo`` at its top level, without an ``if __name__ == "__main__":`` guard, would be
