@@ -30,7 +30,8 @@ def build_parser(prog: str = "iv2 demo") -> argparse.ArgumentParser:
                         help="the same path at a smaller size (about 2 minutes; what the tests run)")
     parser.add_argument("--seed", type=int, default=0, help="the corpus' and every stage's seed")
     parser.add_argument("--threads", type=positive_int, default=1,
-                        help="torch intra-op threads (the tiny models gain nothing from more)")
+                        help="torch intra-op threads per stage (the tiny models gain little from more; stage 3 "
+                             "runs on its flavor's, 2 with --quick, and alone)")
     parser.add_argument("--jobs", type=positive_int, default=None,
                         help="stages run at once: 2 runs the random-init ablation in a worker process beside the "
                              "main line (default: 2 where there are two CPUs per stage's --threads, else 1)")
