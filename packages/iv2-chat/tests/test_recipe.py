@@ -254,6 +254,7 @@ def test_train_runs_on_its_threads_within_this_process_share_of_the_cpus(monkeyp
 
     def threads_with(cpus: int, local_world_size: str | None, torch_threads: int = 2) -> int:
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+        monkeypatch.delenv("LOCAL_SIZE", raising=False)
         if local_world_size is None:
             monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
         else:

@@ -147,6 +147,15 @@ def test_usable_cpus_counts_the_affinity_mask_not_the_machine(monkeypatch):
 
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2, 5, 7}, raising=False)
-    assert usable_cpus() == 3  # e.g. `taskset -c 2,5,7` on a 64-CPU machine
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("LOCAL_SIZE", raising=False)
+    assert usable_cpus() == usable_cpus(per_process=True) == 3  # e.g. `taskset -c 2,5,7` on a 64-CPU machine
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun --nproc-per-node 2
+    assert usable_cpus() == 3 and usable_cpus(per_process=True) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert usable_cpus(per_process=True) == 1  # never 0
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows
-    assert usable_cpus() == 64
+    assert usable_cpus() == 64 and usable_cpus(per_process=True) == 16
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setenv("LOCAL_SIZE", "8")  # the DeepSpeed launcher's name for it
+    assert usable_cpus(per_process=True) == 8

@@ -367,14 +367,13 @@ def train(cfg: ChatTrainConfig) -> ChatTrainResult:
     """Run the recipe of ``cfg`` (module docstring): every phase with ``max_steps > 0`` in order, then the
     MC-QA evaluation on the held-out items. Works in one process, under ``torchrun`` and under the DeepSpeed
     launcher (per-phase strategies); resumes exactly. ``cfg.torch_threads`` holds while it runs, at most this
-    process's share of the CPUs it may use (``LOCAL_WORLD_SIZE`` processes, as torchrun starts, share them);
-    the caller's setting comes back afterwards."""
+    process's share of the CPUs it may use (``iv2_train.usable_cpus(per_process=True)``: the processes a
+    launcher started on this node share them); the caller's setting comes back afterwards."""
     from iv2_train import usable_cpus
 
     threads = torch.get_num_threads()
     if cfg.torch_threads:
-        share = max(1, usable_cpus() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-        torch.set_num_threads(min(cfg.torch_threads, share))
+        torch.set_num_threads(min(cfg.torch_threads, usable_cpus(per_process=True)))
     try:
         return _train(cfg)
     finally:

@@ -112,14 +112,19 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
-def usable_cpus() -> int:
+def usable_cpus(*, per_process: bool = False) -> int:
     """The CPUs this process may run on (its affinity mask where the OS has one, e.g. under ``taskset``, a
     container's cpuset or a Slurm allocation; else the machine's count): the most intra-op threads that do not
-    compete with each other."""
+    compete with each other. ``per_process``: this process's share (at least 1) when a launcher started several
+    on this node (``LOCAL_WORLD_SIZE`` from torchrun, ``LOCAL_SIZE`` from the DeepSpeed launcher)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    if per_process:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("LOCAL_SIZE") or 1)
+        cpus = max(1, cpus // max(1, local))
+    return cpus
 
 
 def seed_everything(seed: int, rank: int = 0) -> int:
